@@ -1,0 +1,5 @@
+import sys
+
+from layerprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,39 @@
+"""The ``layerprune`` command line: thin wrappers that build arguments and call the Python API.
+
+Each subcommand is one module in this package with ``register(subparsers)``; add the
+module's name to ``SUBCOMMANDS`` to expose it. User errors exit with code 2 and one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from layerprune.errors import UserError
+
+SUBCOMMANDS = ("info", "prune")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="layerprune", description="Make LLMs shallower: score, prune, merge, heal, evaluate.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"layerprune.cli.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.run(args) or 0
+    except UserError as error:
+        print(f"layerprune: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Arguments and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from rich.console import Console
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from layerprune.errors import UserError
+from layerprune.models import load_model
+
+console = Console()
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default",
+                        help="'default' (embedded SmolLM2-135M), a model directory, a .gguf file or a hub id")
+    parser.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16 or float16")
+    parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. 'auto' or 'cpu'")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights")
+
+
+def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    return load_model(args.model, dtype=args.dtype, device_map=args.device_map,
+                      trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+
+
+def parse_int_list(text: str) -> list[int]:
+    """``"3,5,7"`` or ``"3-5,9"`` → ``[3, 4, 5, 9]``."""
+    values: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            start, _, end = part.partition("-")
+            values.extend(range(int(start), int(end) + 1) if end else [int(start)])
+    except ValueError:
+        raise UserError(f"cannot read layer list {text!r}; write it like 3,5,7 or 3-5,9") from None
+    return values
+
+
+def parameter_count(model: PreTrainedModel) -> int:
+    """Unique parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters())

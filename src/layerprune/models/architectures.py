@@ -1,0 +1,154 @@
+"""The architecture table: where each model family keeps what layerprune touches.
+
+Architectures are data (as in mergekit): one :class:`Architecture` entry per
+``config.model_type`` names the decoder-layer list, the layer-count config key, the
+per-layer config lists, the final norm, the embeddings and LM head, and the LoRA target
+modules. Nothing else in layerprune knows family names. Adding a family is one
+:func:`register_architecture` call plus a tiny-model entry in ``tests/tiny_models.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel
+
+from layerprune.errors import UserError
+
+_LLAMA_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Where one model family keeps its decoder layers and related parts.
+
+    Paths are dotted attribute paths from the ``*ForCausalLM`` object.
+    ``config_path`` names the sub-config that holds the decoder settings of a composite
+    model (``text_config`` for multimodal Gemma 3); empty for text-only models.
+    """
+
+    family: str
+    layers: str
+    final_norm: str
+    embeddings: str
+    lm_head: str = "lm_head"
+    layer_count_key: str = "num_hidden_layers"
+    per_layer_fields: tuple[str, ...] = ()
+    lora_targets: tuple[str, ...] = _LLAMA_LORA
+    config_path: str = ""
+
+
+_ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register_architecture(arch: Architecture) -> Architecture:
+    """Add a family to the table; ``arch.family`` is the ``config.model_type`` it serves."""
+    if arch.family in _ARCHITECTURES:
+        raise ValueError(f"architecture {arch.family!r} is already registered")
+    _ARCHITECTURES[arch.family] = arch
+    return arch
+
+
+def _llama_like(family: str, **overrides: object) -> Architecture:
+    fields = {"layers": "model.layers", "final_norm": "model.norm", "embeddings": "model.embed_tokens"}
+    fields.update(overrides)
+    return Architecture(family=family, **fields)  # type: ignore[arg-type]
+
+
+for _family in ("llama", "mistral", "gemma"):
+    register_architecture(_llama_like(_family))
+for _family in ("qwen2", "qwen3", "gemma2", "gemma3_text"):
+    register_architecture(_llama_like(_family, per_layer_fields=("layer_types",)))
+register_architecture(
+    _llama_like(
+        "gemma3",
+        layers="model.language_model.layers",
+        final_norm="model.language_model.norm",
+        embeddings="model.language_model.embed_tokens",
+        per_layer_fields=("layer_types",),
+        config_path="text_config",
+    )
+)
+register_architecture(_llama_like("phi3", lora_targets=("qkv_proj", "o_proj", "gate_up_proj", "down_proj")))
+register_architecture(
+    Architecture(
+        family="gpt2",
+        layers="transformer.h",
+        final_norm="transformer.ln_f",
+        embeddings="transformer.wte",
+        layer_count_key="n_layer",
+        lora_targets=("c_attn", "c_proj", "c_fc"),
+    )
+)
+register_architecture(
+    Architecture(
+        family="gpt_neox",
+        layers="gpt_neox.layers",
+        final_norm="gpt_neox.final_layer_norm",
+        embeddings="gpt_neox.embed_in",
+        lm_head="embed_out",
+        lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+    )
+)
+register_architecture(
+    Architecture(
+        family="opt",
+        layers="model.decoder.layers",
+        final_norm="model.decoder.final_layer_norm",
+        embeddings="model.decoder.embed_tokens",
+        lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    )
+)
+
+
+def supported_families() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def get_architecture(model_or_config: PreTrainedModel | PretrainedConfig) -> Architecture:
+    """The table entry for a model or config; an unknown family is a :class:`UserError`."""
+    config = getattr(model_or_config, "config", model_or_config)
+    family = config.model_type
+    if family not in _ARCHITECTURES:
+        raise UserError(
+            f"layerprune has no architecture entry for model_type {family!r}. Supported: "
+            f"{', '.join(supported_families())}. To add one, call "
+            "layerprune.models.register_architecture(Architecture(family=..., layers='model.layers', "
+            "final_norm='model.norm', embeddings='model.embed_tokens')) before loading."
+        )
+    return _ARCHITECTURES[family]
+
+
+def get_submodule(model: nn.Module, path: str) -> nn.Module:
+    module = model
+    for part in path.split("."):
+        module = getattr(module, part)
+    return module
+
+
+def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
+    """The model's decoder-layer list (the object surgery edits in place)."""
+    return get_submodule(model, get_architecture(model).layers)
+
+
+def final_norm(model: PreTrainedModel) -> nn.Module | None:
+    """The norm applied after the last decoder layer (None where the family has none)."""
+    return get_submodule(model, get_architecture(model).final_norm)
+
+
+def decoder_config(model_or_config: PreTrainedModel | PretrainedConfig) -> PretrainedConfig:
+    """The config object that holds the decoder's settings (the text config of composite models)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    path = get_architecture(config).config_path
+    return getattr(config, path) if path else config
+
+
+def num_layers(model: PreTrainedModel) -> int:
+    return len(decoder_layers(model))
+
+
+def per_layer_attention_types(model: PreTrainedModel) -> list[str] | None:
+    """``config.layer_types`` where the family has it (e.g. sliding vs full attention), else None."""
+    types = getattr(decoder_config(model), "layer_types", None)
+    return list(types) if types is not None else None

