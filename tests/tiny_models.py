@@ -11,8 +11,17 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 VOCAB = 96
-_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-               num_key_value_heads=2, num_hidden_layers=4, max_position_embeddings=128)
+_TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
+_COMMON = dict(
+    **_TOKENS,
+    vocab_size=VOCAB,
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    num_hidden_layers=4,
+    max_position_embeddings=128,
+)
 _SLIDING4 = ["sliding_attention", "full_attention", "sliding_attention", "full_attention"]
 
 TINY_CONFIGS: dict[str, dict] = {
@@ -23,12 +32,29 @@ TINY_CONFIGS: dict[str, dict] = {
     "gemma": dict(_COMMON, head_dim=8),
     "gemma2": dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
     "gemma3_text": dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
-    "phi3": dict(_COMMON, pad_token_id=0),
-    "gpt2": dict(vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=128),
-    "gpt_neox": dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_attention_heads=4,
-                     num_hidden_layers=4, max_position_embeddings=128),
-    "opt": dict(vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_attention_heads=4, num_hidden_layers=4,
-                max_position_embeddings=128, word_embed_proj_dim=32, pad_token_id=1),
+    "phi3": dict(_COMMON),
+    "gpt2": dict(**_TOKENS, vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=128),
+    "gpt_neox": dict(
+        **_TOKENS,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=4,
+        max_position_embeddings=128,
+    ),
+    "opt": dict(
+        bos_token_id=2,
+        eos_token_id=2,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_hidden_layers=4,
+        max_position_embeddings=128,
+        word_embed_proj_dim=32,
+        pad_token_id=1,
+    ),
 }
 FAMILIES = sorted(TINY_CONFIGS)
 

@@ -34,7 +34,9 @@ def validate_indices(indices: Iterable[int], num_layers: int, *, removing: bool)
         raise UserError(f"layer indices must be integers, got {indices}")
     bad = [i for i in indices if not 0 <= i < num_layers]
     if bad:
-        raise UserError(f"layer indices {bad} are out of range for a model with {num_layers} layers (0..{num_layers - 1})")
+        raise UserError(
+            f"layer indices {bad} are out of range for a model with {num_layers} layers (0..{num_layers - 1})"
+        )
     duplicates = sorted({i for i in indices if indices.count(i) > 1})
     if duplicates:
         raise UserError(f"layer indices {duplicates} are given more than once")

@@ -17,7 +17,9 @@ SUBCOMMANDS = ("info", "prune")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="layerprune", description="Make LLMs shallower: score, prune, merge, heal, evaluate.")
+    parser = argparse.ArgumentParser(
+        prog="layerprune", description="Make LLMs shallower: score, prune, merge, heal, evaluate."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:

@@ -14,8 +14,11 @@ console = Console()
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default",
-                        help="'default' (embedded SmolLM2-135M), a model directory, a .gguf file or a hub id")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="'default' (embedded SmolLM2-135M), a model directory, a .gguf file or a hub id",
+    )
     parser.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16 or float16")
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. 'auto' or 'cpu'")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code")
@@ -23,8 +26,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    return load_model(args.model, dtype=args.dtype, device_map=args.device_map,
-                      trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle)
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+        allow_pickle=args.allow_pickle,
+    )
 
 
 def parse_int_list(text: str) -> list[int]:

@@ -25,8 +25,10 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"parameters:   {parameter_count(model):,}")
     console.print(f"dtype:        {model.dtype}")
     if provenance.removed_layers:
-        console.print(f"source:       {provenance.source} ({provenance.source_num_layers} layers; "
-                      f"removed {provenance.removed_layers})")
+        console.print(
+            f"source:       {provenance.source} ({provenance.source_num_layers} layers; "
+            f"removed {provenance.removed_layers})"
+        )
     types = per_layer_attention_types(model)
     if types is not None:
         for index, kind in enumerate(types):

@@ -28,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="directory for the pruned model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument("--save-dtype", dest="save_dtype", default=None, help="dtype of the saved weights (default: keep)")
+    parser.add_argument(
+        "--save-dtype", dest="save_dtype", default=None, help="dtype of the saved weights (default: keep)"
+    )
     parser.set_defaults(run=run)
 
 
