@@ -8,16 +8,25 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from layerprune.calibration import CalibrationSet
 from layerprune.errors import UserError
 from layerprune.registry import Registry
 
 
 @dataclass
 class ScoringContext:
-    """Inputs a metric may need besides the model: the seed (and, for data metrics, calibration)."""
+    """Inputs a metric may need besides the model: the seed, calibration data and the batch size."""
 
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    calibration: CalibrationSet | None = None
+    batch_size: int = 4
+
+    def require_calibration(self, metric: str) -> CalibrationSet:
+        """The calibration set; a :class:`UserError` if a data metric is asked to run without one."""
+        if self.calibration is None:
+            raise UserError(f"metric {metric!r} needs calibration data (ScoringContext.calibration)")
+        return self.calibration
 
 
 @dataclass
