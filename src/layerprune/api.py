@@ -1,6 +1,7 @@
 """The public Python API: one import for each pipeline stage."""
 
-from layerprune.metrics import METRICS, LayerScores, ScoringContext
+from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
+from layerprune.metrics import METRICS, LayerScores, Scores, ScoringContext, score
 from layerprune.models import load_model
 from layerprune.provenance import get_provenance
 from layerprune.saving import save_model
@@ -8,11 +9,16 @@ from layerprune.surgery import keep_layers, remove_layers
 
 __all__ = [
     "METRICS",
+    "CalibrationConfig",
+    "CalibrationSet",
     "LayerScores",
+    "Scores",
     "ScoringContext",
     "get_provenance",
     "keep_layers",
+    "load_calibration",
     "load_model",
     "remove_layers",
     "save_model",
+    "score",
 ]

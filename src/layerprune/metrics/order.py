@@ -23,7 +23,7 @@ def reverse_order(model: PreTrainedModel, context: ScoringContext) -> LayerScore
 @register_metric("random")
 @data_free
 def random_order(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
-    """Seeded uniform random importance: score_i is layer i's rank in a random permutation."""
+    """Seeded uniform random importance: score_i = position of layer i in a random permutation (seed = --seed)."""
     generator = torch.Generator().manual_seed(context.seed)
     permutation = torch.randperm(num_layers(model), generator=generator)
     return LayerScores("random", [float(v) for v in permutation])

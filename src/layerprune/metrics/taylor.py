@@ -65,7 +65,7 @@ def taylor(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
 
 @register_metric("taylor+")
 def taylor_plus(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
-    """Taylor scores with the first 4 and last 2 layers kept out of the candidates (Kim et al. 2024, Taylor+).
+    """score_i = taylor score_i, with layers 0–3 and the last 2 never candidates (Kim et al. 2024, Taylor+).
 
     The scores equal ``taylor``'s; the exclusion travels with them, so every removal order
     skips those layers (and combines with ``--exclude-first/--exclude-last`` by the larger).
