@@ -151,3 +151,17 @@ def test_gpt2_inverse_layer_scaling_is_refused():
     model = tiny_model("gpt2", scale_attn_by_inverse_layer_idx=True)
     with pytest.raises(UserError, match="scale_attn_by_inverse_layer_idx"):
         remove_layers(model, [0])
+
+
+def test_layer_index_lists_are_renumbered_not_sliced():
+    model = tiny_model("qwen2_moe")
+    assert model.config.mlp_only_layers == [1, 3]
+    remove_layers(model, [0, 1])
+    assert model.config.mlp_only_layers == [1], "source layer 3 is now layer 1; source layer 1 is gone"
+
+
+def test_any_list_as_long_as_the_layer_count_is_sliced():
+    model = tiny_model("smollm3")
+    remove_layers(model, [1])
+    assert model.config.no_rope_layers == [1, 1, 1]
+    assert model.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]

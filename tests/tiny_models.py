@@ -51,6 +51,28 @@ TINY_CONFIGS: dict[str, dict] = {
         **_TOKENS,
     ),
     "phi3": dict(_COMMON),
+    "phi": dict(_COMMON),
+    "olmo": dict(_COMMON),
+    "olmo2": dict(_COMMON),
+    "granite": dict(_COMMON),
+    "cohere": dict(_COMMON),
+    "stablelm": dict(_COMMON),
+    "helium": dict(_COMMON, head_dim=8),
+    "glm": dict(_COMMON, head_dim=8),
+    "starcoder2": dict(_COMMON, sliding_window=None),
+    "exaone4": dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
+    "smollm3": dict(
+        _COMMON, no_rope_layers=[1, 0, 1, 1], layer_types=_SLIDING4, sliding_window=4, use_sliding_window=True
+    ),
+    "mixtral": dict(_COMMON, num_local_experts=2, num_experts_per_tok=1, sliding_window=None),
+    "qwen2_moe": dict(
+        _COMMON,
+        num_experts=2,
+        num_experts_per_tok=1,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=32,
+        mlp_only_layers=[1, 3],
+    ),
     "gpt2": dict(**_TOKENS, vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=128),
     "gpt_neox": dict(
         **_TOKENS,

@@ -110,18 +110,23 @@ def _slice_config(model: PreTrainedModel, kept: list[int]) -> list[str]:
     arch = get_architecture(model)
     old_count = getattr(config, arch.layer_count_key)
     sliced = []
-    for key in _per_layer_keys(config, old_count, arch.per_layer_fields):
+    for key in _per_layer_keys(config, old_count, arch):
         values = getattr(config, key)
         setattr(config, key, type(values)(values[i] for i in kept))
         sliced.append(key)
+    for key in arch.layer_index_fields:
+        if getattr(config, key, None) is not None:
+            new_index = {old: new for new, old in enumerate(kept)}
+            setattr(config, key, [new_index[i] for i in getattr(config, key) if i in new_index])
     setattr(config, arch.layer_count_key, len(kept))
     return sliced
 
 
-def _per_layer_keys(config, count: int, known: tuple[str, ...]) -> list[str]:
-    keys = [k for k in known if getattr(config, k, None) is not None]
+def _per_layer_keys(config, count: int, arch) -> list[str]:
+    keys = [k for k in arch.per_layer_fields if getattr(config, k, None) is not None]
+    skip = _NOT_PER_LAYER | set(arch.layer_index_fields)
     for key, value in vars(config).items():
-        if key in keys or key in _NOT_PER_LAYER or key.endswith("token_id") or key.startswith("_"):
+        if key in keys or key in skip or key.endswith("token_id") or key.startswith("_"):
             continue
         if isinstance(value, list | tuple) and len(value) == count:
             keys.append(key)
