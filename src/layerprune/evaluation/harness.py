@@ -17,7 +17,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.errors import UserError
-from layerprune.evaluation.local_data import LOCAL_TASKS, prepare_local_task
+from layerprune.evaluation.local_data import LOCAL_TASKS, MissingDataFile, prepare_local_task
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ class HarnessOptions:
     limit: int | None = None
     batch_size: int = 8
     num_fewshot: int | None = None
-    data_dir: str | None = None
-    seed: int = 0
     bootstrap_iters: int = 1000
+    skip_missing: bool = False
+    """With a data directory, skip (and record) tasks whose local files are missing instead of failing."""
 
 
 @dataclass
@@ -85,7 +85,9 @@ def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str,
     return spec, data
 
 
-def task_specs(names: list[str], data_dir: str | None, manager) -> tuple[list[str | dict], dict[str, dict]]:
+def task_specs(
+    names: list[str], data_dir: str | None, manager, skip_missing: bool = False
+) -> tuple[list[str | dict], dict[str, dict]]:
     """lm-eval task specs: local config dicts where ``data_dir`` covers the task, else the plain name (hub)."""
     check_task_names(names, manager)
     specs: list[str | dict] = []
@@ -93,7 +95,14 @@ def task_specs(names: list[str], data_dir: str | None, manager) -> tuple[list[st
     for name in names:
         local = local_data_name(name, manager) if data_dir is not None else None
         if local is not None:
-            spec, data[name] = local_spec(name, local, data_dir, manager)
+            try:
+                spec, data[name] = local_spec(name, local, data_dir, manager)
+            except MissingDataFile as error:
+                if not skip_missing:
+                    raise
+                logger.warning("skipping %s: %s", name, error)
+                data[name] = {"source": "missing", "error": str(error)}
+                continue
             specs.append(spec)
         else:
             if data_dir is not None:
@@ -104,16 +113,25 @@ def task_specs(names: list[str], data_dir: str | None, manager) -> tuple[list[st
 
 
 def run_tasks(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, names: list[str], options: HarnessOptions
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    names: list[str],
+    options: HarnessOptions,
+    data_dir: str | None = None,
+    seed: int = 0,
 ) -> TaskRun:
-    """Evaluate ``names`` (lm-eval tasks or groups) zero-shot (or ``num_fewshot``) on the in-memory model."""
+    """Evaluate ``names`` (lm-eval tasks or groups) zero-shot (or ``num_fewshot``) on the in-memory model.
+
+    With ``data_dir``, tasks that have a local converter read the local files; others use the hub.
+    """
     import lm_eval
     from lm_eval.models.huggingface import HFLM
 
     manager = task_manager()
-    specs, data = task_specs(names, options.data_dir, manager)
+    specs, data = task_specs(names, data_dir, manager, options.skip_missing)
+    if not specs:
+        raise UserError("no task left to run: every requested task lacks its local data files")
     wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch_size)
-    seed = options.seed
     try:
         output = lm_eval.simple_evaluate(
             model=wrapped,

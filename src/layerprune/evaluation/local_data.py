@@ -56,6 +56,10 @@ class LocalTask:
 LOCAL_TASKS: Registry[LocalTask] = Registry("local task")
 
 
+class MissingDataFile(UserError):
+    """A file a local task needs is not in the data directory."""
+
+
 @dataclass
 class PreparedTask:
     """A converted task: the lm-eval config overrides and the per-split counts."""
@@ -77,7 +81,7 @@ def _register(name: str, convert: Converter, expected: dict[str, int], **overrid
 
 def _require(path: Path) -> Path:
     if not path.is_file():
-        raise UserError(f"local task data file not found: {path}")
+        raise MissingDataFile(f"local task data file not found: {path}")
     return path
 
 
@@ -254,7 +258,7 @@ def convert_mmlu(data_dir: Path) -> dict[str, Splits]:
     test_dir = data_dir / "mmlu" / "test"
     files = sorted(test_dir.glob("*_test.csv"))
     if not files:
-        raise UserError(f"no MMLU test files (*_test.csv) found in {test_dir}")
+        raise MissingDataFile(f"no MMLU test files (*_test.csv) found in {test_dir}")
     configs = {}
     for test_file in files:
         subject = test_file.name.removesuffix("_test.csv")
