@@ -10,6 +10,7 @@ its registered lm-eval config with ``dataset_path`` pointed at the converted loc
 from __future__ import annotations
 
 import difflib
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +45,9 @@ class TaskRun:
     data: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+@functools.cache
 def task_manager():
-    """lm-eval's index of every task, group and tag (built once per call; takes a few seconds)."""
+    """lm-eval's index of every task, group and tag (built once per process; takes a few seconds)."""
     from lm_eval.tasks import TaskManager
 
     return TaskManager()
