@@ -1,5 +1,19 @@
 """The public Python API: one import for each pipeline stage."""
 
+from layerprune.evaluation import (
+    EvalConfig,
+    HarnessOptions,
+    PerplexityOptions,
+    SpeedOptions,
+    compare_table,
+    evaluate,
+    measure_speed,
+    perplexity,
+    read_results,
+    results_table,
+    run_tasks,
+    write_results,
+)
 from layerprune.metrics import METRICS, LayerScores, ScoringContext
 from layerprune.models import load_model
 from layerprune.provenance import get_provenance
@@ -8,6 +22,18 @@ from layerprune.surgery import keep_layers, remove_layers
 
 __all__ = [
     "METRICS",
+    "EvalConfig",
+    "HarnessOptions",
+    "PerplexityOptions",
+    "SpeedOptions",
+    "compare_table",
+    "evaluate",
+    "measure_speed",
+    "perplexity",
+    "read_results",
+    "results_table",
+    "run_tasks",
+    "write_results",
     "LayerScores",
     "ScoringContext",
     "get_provenance",
