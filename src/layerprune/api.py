@@ -1,5 +1,19 @@
 """The public Python API: one import for each pipeline stage."""
 
+from layerprune.evaluation import (
+    EvalConfig,
+    HarnessOptions,
+    PerplexityOptions,
+    SpeedOptions,
+    compare_table,
+    evaluate,
+    measure_speed,
+    perplexity,
+    read_results,
+    results_table,
+    run_tasks,
+    write_results,
+)
 from layerprune.metrics import METRICS, LayerScores, ScoringContext
 from layerprune.models import load_model
 from layerprune.provenance import get_provenance
@@ -8,11 +22,23 @@ from layerprune.surgery import keep_layers, remove_layers
 
 __all__ = [
     "METRICS",
+    "EvalConfig",
+    "HarnessOptions",
     "LayerScores",
+    "PerplexityOptions",
     "ScoringContext",
+    "SpeedOptions",
+    "compare_table",
+    "evaluate",
     "get_provenance",
     "keep_layers",
     "load_model",
+    "measure_speed",
+    "perplexity",
+    "read_results",
     "remove_layers",
+    "results_table",
+    "run_tasks",
     "save_model",
+    "write_results",
 ]
