@@ -40,9 +40,9 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "") -> T:
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
     nested = _dataclass_in(hint)
-    if nested is not None and isinstance(value, dict):
-        return from_dict(nested, value, where)
-    return value
+    if nested is None or value is None or isinstance(value, nested):
+        return value
+    return from_dict(nested, value, where)
 
 
 def _dataclass_in(hint: Any) -> type | None:
