@@ -7,13 +7,14 @@ import json
 
 import pytest
 import torch
+from tokenizers import processors
 
 from layerprune.calibration import CalibrationConfig, load_calibration, read_documents
 from layerprune.cli.common import add_calibration_arguments, calibration_from_arguments
 from layerprune.errors import UserError
-from tiny_tokenizer import tiny_tokenizer
+from tiny_models import tiny_tokenizer
 
-TEXT = "".join(chr(32 + (i * 7) % 90) for i in range(400))
+TEXT = " ".join(f"sentence {i} says {i * 7 % 13} things." for i in range(40))
 
 
 def test_default_source_is_python_reference_text():
@@ -74,7 +75,11 @@ def test_too_short_text_says_how_many_tokens(tmp_path):
 def test_bos_prefix_when_tokenizer_adds_it(tmp_path):
     path = tmp_path / "doc.txt"
     path.write_text(TEXT)
-    calibration = load_calibration(tiny_tokenizer(bos=True), CalibrationConfig(str(path), samples=3, seq_len=10))
+    tokenizer = tiny_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", 1)]
+    )
+    calibration = load_calibration(tokenizer, CalibrationConfig(str(path), samples=3, seq_len=10))
     assert calibration.input_ids.shape == (3, 10)
     assert calibration.input_ids[:, 0].tolist() == [1, 1, 1]
     assert 1 not in calibration.input_ids[:, 1:].tolist()

@@ -8,8 +8,7 @@ from layerprune.cli import main
 from layerprune.metrics import METRICS, Scores
 from layerprune.provenance import read_record
 from layerprune.saving import save_model
-from tiny_models import tiny_model
-from tiny_tokenizer import tiny_tokenizer
+from tiny_models import tiny_model, tiny_tokenizer
 
 TEXT = " ".join(f"word{i % 37} and then some more text number {i}." for i in range(60))
 

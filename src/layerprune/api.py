@@ -1,6 +1,20 @@
 """The public Python API: one import for each pipeline stage."""
 
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
+from layerprune.evaluation import (
+    EvalConfig,
+    HarnessOptions,
+    PerplexityOptions,
+    SpeedOptions,
+    compare_table,
+    evaluate,
+    measure_speed,
+    perplexity,
+    read_results,
+    results_table,
+    run_tasks,
+    write_results,
+)
 from layerprune.metrics import METRICS, LayerScores, Scores, ScoringContext, score
 from layerprune.models import load_model
 from layerprune.provenance import get_provenance
@@ -11,14 +25,26 @@ __all__ = [
     "METRICS",
     "CalibrationConfig",
     "CalibrationSet",
+    "EvalConfig",
+    "HarnessOptions",
     "LayerScores",
+    "PerplexityOptions",
     "Scores",
     "ScoringContext",
+    "SpeedOptions",
+    "compare_table",
+    "evaluate",
     "get_provenance",
     "keep_layers",
     "load_calibration",
     "load_model",
+    "measure_speed",
+    "perplexity",
+    "read_results",
     "remove_layers",
+    "results_table",
+    "run_tasks",
     "save_model",
     "score",
+    "write_results",
 ]

@@ -78,12 +78,22 @@ def replace_layers(model: PreTrainedModel, new_layers: Sequence[nn.Module], laye
 
 
 def _keep(model: PreTrainedModel, kept: list[int], method: str, **details) -> PreTrainedModel:
+    _refuse_index_dependent_math(model)
     layers = get_submodule(model, get_architecture(model).layers)
     removed_now = [get_provenance(model).layer_map[i] for i in range(len(layers)) if i not in set(kept)]
     replace_layers(model, [layers[i] for i in kept], kept)
     record_step(model, "prune", method=method, removed_source_layers=removed_now, **details)
     logger.info("removed source layers %s; %d layers remain", removed_now, len(kept))
     return model
+
+
+def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
+    """GPT-2 can scale attention by 1/(layer_idx+1); renumbering would silently change every kept layer."""
+    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+        raise UserError(
+            "this model sets scale_attn_by_inverse_layer_idx, so a layer's output depends on its index; "
+            "removing layers would change the kept layers' math"
+        )
 
 
 def _renumber_layer_idx(layers: Sequence[nn.Module]) -> None:
@@ -100,18 +110,23 @@ def _slice_config(model: PreTrainedModel, kept: list[int]) -> list[str]:
     arch = get_architecture(model)
     old_count = getattr(config, arch.layer_count_key)
     sliced = []
-    for key in _per_layer_keys(config, old_count, arch.per_layer_fields):
+    for key in _per_layer_keys(config, old_count, arch):
         values = getattr(config, key)
         setattr(config, key, type(values)(values[i] for i in kept))
         sliced.append(key)
+    for key in arch.layer_index_fields:
+        if getattr(config, key, None) is not None:
+            new_index = {old: new for new, old in enumerate(kept)}
+            setattr(config, key, [new_index[i] for i in getattr(config, key) if i in new_index])
     setattr(config, arch.layer_count_key, len(kept))
     return sliced
 
 
-def _per_layer_keys(config, count: int, known: tuple[str, ...]) -> list[str]:
-    keys = [k for k in known if getattr(config, k, None) is not None]
+def _per_layer_keys(config, count: int, arch) -> list[str]:
+    keys = [k for k in arch.per_layer_fields if getattr(config, k, None) is not None]
+    skip = _NOT_PER_LAYER | set(arch.layer_index_fields)
     for key, value in vars(config).items():
-        if key in keys or key in _NOT_PER_LAYER or key.endswith("token_id") or key.startswith("_"):
+        if key in keys or key in skip or key.endswith("token_id") or key.startswith("_"):
             continue
         if isinstance(value, list | tuple) and len(value) == count:
             keys.append(key)

@@ -17,7 +17,7 @@ from layerprune.cli.common import (
 )
 from layerprune.cli.score import add_scoring_arguments, scoring_settings
 from layerprune.errors import UserError
-from layerprune.metrics import LayerScores, Scores, layers_for_ratio, needs_calibration, score
+from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
 from layerprune.saving import save_model
 from layerprune.surgery import remove_layers
@@ -53,14 +53,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.num_layers is not None and args.num_layers < 1:
         raise UserError("--num-layers must be at least 1")
+    explicit = parse_int_list(args.layers) if args.layers is not None else None
+    if explicit is None:
+        METRICS.get(args.metric)  # an unknown name fails before the model loads
     model, tokenizer = load_from_arguments(args)
     before_layers, before_params = num_layers(model), parameter_count(model)
-    if args.layers is not None:
-        indices, details = parse_int_list(args.layers), {"method": "manual"}
+    if explicit is not None:
+        indices, details = explicit, {"method": "manual"}
     else:
         indices, details = _select(model, tokenizer, args)
     remove_layers(model, indices, **details)
-    save_model(model, tokenizer, args.output, dtype=args.save_dtype, overwrite=args.overwrite)
+    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
     console.print(f"removed layers {indices} ({details['method']})")
     console.print(f"layers:     {before_layers} → {num_layers(model)}")
     console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")

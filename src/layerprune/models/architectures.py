@@ -24,6 +24,9 @@ class Architecture:
     """Where one model family keeps its decoder layers and related parts.
 
     Paths are dotted attribute paths from the ``*ForCausalLM`` object.
+    ``per_layer_fields`` are config lists with one entry per layer (sliced by the kept
+    indices); ``layer_index_fields`` are config lists *of layer indices* (such as MoE
+    layer sets), which are filtered and renumbered instead.
     ``config_path`` names the sub-config that holds the decoder settings of a composite
     model (``text_config`` for multimodal Gemma 3); empty for text-only models.
     """
@@ -35,6 +38,7 @@ class Architecture:
     lm_head: str = "lm_head"
     layer_count_key: str = "num_hidden_layers"
     per_layer_fields: tuple[str, ...] = ()
+    layer_index_fields: tuple[str, ...] = ()
     lora_targets: tuple[str, ...] = _LLAMA_LORA
     config_path: str = ""
 
@@ -56,10 +60,27 @@ def _llama_like(family: str, **overrides: object) -> Architecture:
     return Architecture(family=family, **fields)  # type: ignore[arg-type]
 
 
-for _family in ("llama", "mistral", "gemma"):
+for _family in ("llama", "mistral", "gemma", "olmo", "olmo2", "granite", "cohere", "stablelm", "helium"):
     register_architecture(_llama_like(_family))
-for _family in ("qwen2", "qwen3", "gemma2", "gemma3_text"):
+register_architecture(_llama_like("glm", lora_targets=(*_LLAMA_LORA[:4], "gate_up_proj", "down_proj")))
+for _family in ("qwen2", "qwen3", "gemma2", "gemma3_text", "exaone4"):
     register_architecture(_llama_like(_family, per_layer_fields=("layer_types",)))
+register_architecture(_llama_like("smollm3", per_layer_fields=("layer_types", "no_rope_layers")))
+register_architecture(_llama_like("mixtral", lora_targets=_LLAMA_LORA[:4]))
+register_architecture(
+    _llama_like(
+        "qwen2_moe",
+        per_layer_fields=("layer_types",),
+        layer_index_fields=("mlp_only_layers",),
+        lora_targets=_LLAMA_LORA[:4],
+    )
+)
+register_architecture(_llama_like("starcoder2", lora_targets=(*_LLAMA_LORA[:4], "c_fc", "c_proj")))
+register_architecture(
+    _llama_like(
+        "phi", final_norm="model.final_layernorm", lora_targets=("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+    )
+)
 register_architecture(
     _llama_like(
         "gemma3",
@@ -81,14 +102,14 @@ register_architecture(
         lora_targets=("c_attn", "c_proj", "c_fc"),
     )
 )
+_FUSED_QKV_LORA = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
 register_architecture(
     Architecture(
         family="gpt_neox",
         layers="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
         embeddings="gpt_neox.embed_in",
-        lm_head="embed_out",
-        lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
+        lora_targets=_FUSED_QKV_LORA,
     )
 )
 register_architecture(

@@ -1,0 +1,152 @@
+"""Reports: figures and a Markdown summary from ``layerprune score`` and ``layerprune eval`` outputs.
+
+The report reads the files the other stages write (scores JSON, results JSON), so it can be
+rebuilt at any time without a model:
+
+* ``similarity-<kind>.png``: heatmaps of the cosine / linear-CKA similarity between the
+  hidden states (state 0 = embeddings, state i = output of layer i−1), as in ShortGPT's and
+  Sliding Layer Merging's figures;
+* ``metrics.png``: every metric's per-layer importance, min–max normalised, one line each;
+* ``angular.png``: Gromov et al.'s d(l, n) table (block start l × block size n);
+* ``report.md``: the removal order of each metric and, given results files, the
+  evaluation numbers side by side with deltas against the first.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from layerprune.errors import UserError
+from layerprune.evaluation.results import read_results, summary_rows
+from layerprune.saving import atomic_directory, atomic_write_text
+
+
+def write_report(
+    output_dir: str | Path,
+    scores_path: str | Path | None = None,
+    results_paths: Sequence[str | Path] = (),
+    remove: int = 8,
+    overwrite: bool = False,
+) -> Path:
+    """Write figures and ``report.md`` for a scores file and/or results files into ``output_dir``."""
+    if scores_path is None and not results_paths:
+        raise UserError("a report needs --scores and/or --results files")
+    scores = _read_scores(scores_path) if scores_path else None
+    runs = [read_results(path) for path in results_paths]
+    with atomic_directory(output_dir, overwrite=overwrite) as tmp:
+        sections = ["# layerprune report\n"]
+        if scores is not None:
+            sections.append(_scores_section(scores, remove))
+            _plot_scores(scores, tmp)
+        if runs:
+            sections.append(_results_section(runs, [str(path) for path in results_paths]))
+        atomic_write_text(tmp / "report.md", "\n".join(sections))
+    return Path(output_dir)
+
+
+def _read_scores(path: str | Path) -> dict[str, Any]:
+    try:
+        scores = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read scores file {path}: {error}") from None
+    if not isinstance(scores, dict) or "metrics" not in scores:
+        raise UserError(f"{path} is not a layerprune scores file")
+    return scores
+
+
+def _scores_section(scores: dict[str, Any], remove: int) -> str:
+    lines = [f"## Scores of {scores['model']} ({scores['num_layers']} layers)\n"]
+    if scores.get("calibration"):
+        lines.append(f"Calibration: `{json.dumps(scores['calibration'])}`\n")
+    lines += [f"| metric | first {remove} to remove | figure |", "|---|---|---|"]
+    for name, record in scores["metrics"].items():
+        order = record["removal_order"][:remove]
+        lines.append(f"| {name} | {', '.join(map(str, sorted(order)))} | metrics.png |")
+    figures = [f"![{kind} similarity](similarity-{kind}.png)" for kind in scores.get("similarity", {})]
+    figures.append("![per-layer importance](metrics.png)")
+    if "angular" in scores["metrics"] and scores["metrics"]["angular"].get("blocks"):
+        figures.append("![angular distance by block](angular.png)")
+    return "\n".join(lines) + "\n\n" + "\n".join(figures) + "\n"
+
+
+def _results_section(runs: list[dict[str, Any]], names: list[str]) -> str:
+    rows = [summary_rows(run) for run in runs]
+    labels = list(dict.fromkeys(label for row in rows for label in row))
+    header = ["metric", *(f"{name}" if i == 0 else f"{name} (Δ)" for i, name in enumerate(names))]
+    lines = ["## Evaluation\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label in labels:
+        base = rows[0].get(label)
+        cells = [_cell(row.get(label), base if i else None) for i, row in enumerate(rows)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: float | None, base: float | None) -> str:
+    if value is None:
+        return "–"
+    text = f"{value:.4g}"
+    return f"{text} ({value - base:+.4g})" if base is not None else text
+
+
+def _plot_scores(scores: dict[str, Any], directory: Path) -> None:
+    for kind, matrix in scores.get("similarity", {}).items():
+        _heatmap(
+            matrix, f"{kind} similarity between hidden states", "state", "state", directory / f"similarity-{kind}.png"
+        )
+    _plot_metrics(scores["metrics"], directory / "metrics.png")
+    blocks = scores["metrics"].get("angular", {}).get("blocks")
+    if blocks:
+        width = max(len(values) for values in blocks.values())
+        rows = [values + [float("nan")] * (width - len(values)) for _, values in sorted(blocks.items(), key=_by_n)]
+        _heatmap(
+            rows,
+            "angular distance d(l, n)",
+            "block start l",
+            "block size n",
+            directory / "angular.png",
+            first_row=int(min(blocks, key=int)),
+        )
+
+
+def _by_n(item: tuple[str, list[float]]) -> int:
+    return int(item[0])
+
+
+def _heatmap(matrix: list[list[float]], title: str, xlabel: str, ylabel: str, path: Path, first_row: int = 0) -> None:
+    figure, axes = plt.subplots(figsize=(6, 5))
+    image = axes.imshow(
+        matrix,
+        cmap="viridis",
+        aspect="auto",
+        origin="lower",
+        extent=(-0.5, len(matrix[0]) - 0.5, first_row - 0.5, first_row + len(matrix) - 0.5),
+    )
+    figure.colorbar(image, ax=axes)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set(title=title, xlabel=xlabel, ylabel=ylabel)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def _plot_metrics(metrics: dict[str, Any], path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(8, 4))
+    for name, record in metrics.items():
+        values = record["scores"]
+        low, high = min(values), max(values)
+        axes.plot([(v - low) / (high - low) if high > low else 0.0 for v in values], marker=".", label=name)
+    axes.set(title="per-layer importance (min–max normalised; low = remove first)", xlabel="layer", ylabel="importance")
+    axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
