@@ -23,6 +23,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -81,31 +82,35 @@ def main() -> None:
     calibration = load_calibration(tokenizer, CalibrationConfig(samples=args.samples, seq_len=args.seq_len))
     batches = [(ids.to(args.device), mask.to(args.device)) for ids, mask in calibration.batches(args.batch_size)]
     plain_forward(model, batches[:1])  # warm-up
+    threads = f"cpu ({torch.get_num_threads()} threads)"
+    print(f"model {args.model} ({'random init' if args.random_init else 'weights'}), {args.device}: ", end="")
+    print(torch.cuda.get_device_name() if args.device.startswith("cuda") else threads)
+    print(f"calibration {args.samples} × {args.seq_len} tokens, batch size {args.batch_size}", flush=True)
     settings = dict(calib=calibration, batch_size=args.batch_size, progress=False)
     forward_times, similarity_times = [], []
     for _ in range(args.repeats):
-        forward_times.append(timed(lambda: plain_forward(model, batches), args.device)[0])
-        similarity_times.append(timed(lambda: score(model, metrics=SIMILARITY_METRICS, **settings), args.device)[0])
-    cached_time, cached = timed(lambda: score(model, metrics=["ppl"], **settings).get("ppl").scores, args.device)
-    naive_time, naive = timed(lambda: naive_ppl(model, batches), args.device)
-    worst = max(abs(a - b) / abs(b) for a, b in zip(cached, naive, strict=True))
+        forward_times.append(report("plain forward", lambda: plain_forward(model, batches), args.device)[0])
+        similarity = partial(score, model, metrics=SIMILARITY_METRICS, **settings)
+        similarity_times.append(report("one-pass similarity (4 metrics)", similarity, args.device)[0])
+    base_time, _ = report("forward without lm_head", lambda: plain_forward(model.base_model, batches), args.device)
+    cached_time, cached = report("cached ppl (all layers)", lambda: ppl_scores(model, settings), args.device)
+    naive_time, naive = report("naive rebuild-per-layer ppl", lambda: naive_ppl(model, batches), args.device)
     forward, similarity = min(forward_times), min(similarity_times)
-    device = (
-        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
-    )
-    print(f"model {args.model} ({'random init' if args.random_init else 'weights'}), {device}")
-    print(f"calibration {args.samples} × {args.seq_len} tokens, batch size {args.batch_size}")
-    print(f"{'measurement':<34}{'seconds':>10}")
-    for name, value in [
-        ("plain forward", forward),
-        ("one-pass similarity (4 metrics)", similarity),
-        ("cached ppl (all layers)", cached_time),
-        ("naive rebuild-per-layer ppl", naive_time),
-    ]:
-        print(f"{name:<34}{value:>10.2f}")
+    worst = max(abs(a - b) / abs(b) for a, b in zip(cached, naive, strict=True))
     print(f"similarity / forward   = {similarity / forward:.3f}   (goal ≤ 1.2)")
     print(f"cached ppl / naive ppl = {cached_time / naive_time:.3f}   (goal ≤ 0.6)")
+    print(f"lm_head share of a plain forward: {1 - base_time / forward:.2f}")
     print(f"max relative difference cached vs naive ppl: {worst:.2e}")
+
+
+def ppl_scores(model, settings: dict) -> list[float]:
+    return score(model, metrics=["ppl"], **settings).get("ppl").scores
+
+
+def report(name: str, function: Callable[[], object], device: str) -> tuple[float, object]:
+    seconds, result = timed(function, device)
+    print(f"  {name:<34}{seconds:>10.2f} s", flush=True)
+    return seconds, result
 
 
 if __name__ == "__main__":

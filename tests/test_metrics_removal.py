@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from layerprune.metrics import score
+from layerprune.metrics.nll import predicted_positions, token_nll
 from layerprune.metrics.removal import RemovalSearch
 from metric_fixtures import IDENTITY_LAYER, greedy_calibration, identity_layer_model, random_calibration
 from reference_metrics import naive_mean_nll, naive_ppl, naive_removal_nll, naive_sleb_order
-from tiny_models import tiny_model
+from tiny_models import tiny_model, token_batch
 
 
 def batches_of(calibration, batch_size: int = 2):
@@ -68,3 +70,18 @@ def test_sleb_respects_exclusion_and_ranks_the_rest():
     assert values[3] == 0.0 and values[:3] == [4.0, 5.0, 6.0]
     with pytest.raises(ValueError, match="cannot run 2 steps"):
         score(model, metrics=["sleb"], calib=calibration, sleb_steps=2, exclude_first=3, progress=False)
+
+
+def test_token_nll_is_accurate_on_a_large_vocabulary():
+    model = tiny_model("llama", vocab_size=50_000)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)  # logits as large as a trained model's
+    ids = token_batch(2, 24, seed=4)
+    mask = torch.ones_like(ids)
+    mask[1, 20:] = 0
+    nll, count = token_nll(model, ids, mask)
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].double()
+    valid = predicted_positions(mask)
+    expected = torch.nn.functional.cross_entropy(logits[valid], ids[:, 1:][valid], reduction="sum")
+    assert count == 23 + 19
+    assert float(nll) == pytest.approx(float(expected), rel=1e-6)  # a [batch, vocab, seq] layout is off by 4e-6

@@ -15,10 +15,11 @@ def token_nll(
     The sum is fp32 and keeps the autograd graph, so it serves both perplexity and gradients.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
-    targets = input_ids[:, 1:]
     valid = predicted_positions(attention_mask)
-    losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
-    return losses[valid].sum(), int(valid.sum())
+    # cross_entropy over a contiguous [tokens, vocab] matrix: on CPU the class-dim-1 layout of
+    # [batch, vocab, seq] is less accurate (≈5e-5 relative on a 49k vocabulary).
+    nll = F.cross_entropy(logits[valid].float(), input_ids[:, 1:][valid], reduction="sum")
+    return nll, int(valid.sum())
 
 
 def predicted_positions(attention_mask: torch.Tensor) -> torch.Tensor:
