@@ -79,8 +79,9 @@ def test_token_nll_is_accurate_on_a_large_vocabulary():
     ids = token_batch(2, 24, seed=4)
     mask = torch.ones_like(ids)
     mask[1, 20:] = 0
-    nll, count = token_nll(model, ids, mask)
-    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].double()
+    with torch.no_grad():
+        nll, count = token_nll(model, ids, mask)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].double()
     valid = predicted_positions(mask)
     expected = torch.nn.functional.cross_entropy(logits[valid], ids[:, 1:][valid], reduction="sum")
     assert count == 23 + 19
