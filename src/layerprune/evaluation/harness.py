@@ -83,6 +83,7 @@ def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str,
         "dataset_path": prepared.overrides["dataset_path"],
         "counts": prepared.counts,
         "official_counts": prepared.expected,
+        "note": prepared.note,
     }
     return spec, data
 
