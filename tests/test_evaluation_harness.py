@@ -81,3 +81,11 @@ def test_missing_local_files_fail_or_are_skipped(tmp_path):
         run_tasks(model, tokenizer, ["arc_challenge"], HarnessOptions(limit=1), str(tmp_path))
     with pytest.raises(UserError, match="no task left"):
         run_tasks(model, tokenizer, ["arc_challenge"], HarnessOptions(limit=1, skip_missing=True), str(tmp_path))
+
+
+def test_hub_task_offline_points_to_data_dir(monkeypatch):
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError, match="pass --data-dir"):
+        run_tasks(tiny_lm(), tiny_tokenizer(), ["piqa"], HarnessOptions(limit=1))

@@ -83,6 +83,7 @@ def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str,
         "dataset_path": prepared.overrides["dataset_path"],
         "counts": prepared.counts,
         "official_counts": prepared.expected,
+        "note": prepared.note,
     }
     return spec, data
 
@@ -101,7 +102,7 @@ def task_specs(
                 spec, data[name] = local_spec(name, local, data_dir, manager)
             except MissingDataFile as error:
                 if not skip_missing:
-                    raise
+                    raise MissingDataFile(f"{error}; pass --skip-missing to run the other tasks") from None
                 logger.warning("skipping %s: %s", name, error)
                 data[name] = {"source": "missing", "error": str(error)}
                 continue

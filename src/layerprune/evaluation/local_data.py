@@ -51,6 +51,7 @@ class LocalTask:
     convert: Callable[[Path], dict[str, Splits]]
     expected: dict[str, int] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
 
 
 LOCAL_TASKS: Registry[LocalTask] = Registry("local task")
@@ -62,18 +63,19 @@ class MissingDataFile(UserError):
 
 @dataclass
 class PreparedTask:
-    """A converted task: the lm-eval config overrides and the per-split counts."""
+    """A converted task: the lm-eval config overrides, the per-split counts and any caveat of the local form."""
 
     overrides: dict[str, Any]
     counts: dict[str, int]
     expected: dict[str, int]
+    note: str = ""
 
 
 Converter = Callable[[Path], dict[str, Splits]]
 
 
-def _register(name: str, convert: Converter, expected: dict[str, int], **overrides: Any) -> None:
-    LOCAL_TASKS.add(name, LocalTask(convert, expected, overrides))
+def _register(name: str, convert: Converter, expected: dict[str, int], note: str = "", **overrides: Any) -> None:
+    LOCAL_TASKS.add(name, LocalTask(convert, expected, overrides, note))
 
 
 # ----------------------------------------------------------------------------- reading helpers
@@ -269,7 +271,8 @@ def convert_mmlu(data_dir: Path) -> dict[str, Splits]:
 
 _NO_TRAIN = {"training_split": None}
 _register("piqa", convert_piqa, {"validation": 1838}, **_NO_TRAIN)
-_register("hellaswag", convert_hellaswag, {"validation": 10042}, **_NO_TRAIN)
+_HELLASWAG_NOTE = "text form: ctx_a/ctx_b split reconstructed (see split_hellaswag_context); ind/source_id absent"
+_register("hellaswag", convert_hellaswag, {"validation": 10042}, _HELLASWAG_NOTE, **_NO_TRAIN)
 _register("arc_easy", _arc_converter("ARC-Easy"), {"test": 2376, "validation": 570}, **_NO_TRAIN)
 _register("arc_challenge", _arc_converter("ARC-Challenge"), {"test": 1172, "validation": 299}, **_NO_TRAIN)
 _register("winogrande", convert_winogrande, {"validation": 1267}, **_NO_TRAIN)
@@ -336,4 +339,4 @@ def prepare_local_task(task: str, data_dir: str | Path) -> PreparedTask:
     check_counts(task, counts, local.expected)
     target = local_cache_dir(data_dir) / task
     write_dataset(configs, target)
-    return PreparedTask({"dataset_path": str(target), **local.overrides}, counts, local.expected)
+    return PreparedTask({"dataset_path": str(target), **local.overrides}, counts, local.expected, local.note)
