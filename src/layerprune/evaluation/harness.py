@@ -1,0 +1,178 @@
+"""Zero-shot tasks through lm-evaluation-harness, in-process, on the in-memory model.
+
+The model and tokenizer are wrapped in lm-eval's own ``HFLM`` (which batches requests,
+sorts them by length and shows a progress bar), and ``lm_eval.simple_evaluate`` runs the
+tasks: prompts, targets, metrics and stderrs are lm-eval's, nothing is re-implemented.
+With a data directory, each task that has a converter in :mod:`local_data` is loaded from
+its registered lm-eval config with ``dataset_path`` pointed at the converted local copy.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from layerprune.errors import UserError
+from layerprune.evaluation.local_data import LOCAL_TASKS, MissingDataFile, prepare_local_task
+
+logger = logging.getLogger(__name__)
+
+REPORTED_METRICS = ("acc", "acc_norm")
+
+
+@dataclass
+class HarnessOptions:
+    """Settings passed to lm-eval; ``limit`` is per task (its first N documents)."""
+
+    limit: int | None = None
+    batch_size: int = 8
+    num_fewshot: int | None = None
+    bootstrap_iters: int = 1000
+    skip_missing: bool = False
+    """With a data directory, skip (and record) tasks whose local files are missing instead of failing."""
+
+
+@dataclass
+class TaskRun:
+    """Per-task metrics (``acc``, ``acc_stderr``, ``acc_norm``, … and ``samples``) and data provenance."""
+
+    tasks: dict[str, dict[str, Any]]
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def task_manager():
+    """lm-eval's index of every task, group and tag (built once per call; takes a few seconds)."""
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager()
+
+
+def check_task_names(names: list[str], manager) -> None:
+    """Raise a :class:`UserError` naming the closest lm-eval task for each unknown name."""
+    known = set(manager.all_tasks)
+    for name in names:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise UserError(f"unknown lm-eval task {name!r}.{hint} Run `lm-eval ls tasks` for the list")
+
+
+def local_data_name(name: str, manager) -> str | None:
+    """The :data:`LOCAL_TASKS` entry serving lm-eval task ``name``; MMLU subjects and subgroups share ``mmlu``."""
+    if name in LOCAL_TASKS:
+        return name
+    path = manager.task_index[name].yaml_path
+    return "mmlu" if path is not None and path.parent.parts[-2:] == ("mmlu", "default") else None
+
+
+def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Task (or group) ``name``'s registered lm-eval config with ``dataset_path`` at the local copy of ``local``."""
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    prepared = prepare_local_task(local, data_dir)
+    config = load_yaml(manager.task_index[name].yaml_path, resolve_func=True)
+    spec = {**config, **prepared.overrides}
+    data = {
+        "source": "local",
+        "dataset_path": prepared.overrides["dataset_path"],
+        "counts": prepared.counts,
+        "official_counts": prepared.expected,
+    }
+    return spec, data
+
+
+def task_specs(
+    names: list[str], data_dir: str | None, manager, skip_missing: bool = False
+) -> tuple[list[str | dict], dict[str, dict]]:
+    """lm-eval task specs: local config dicts where ``data_dir`` covers the task, else the plain name (hub)."""
+    check_task_names(names, manager)
+    specs: list[str | dict] = []
+    data: dict[str, dict] = {}
+    for name in names:
+        local = local_data_name(name, manager) if data_dir is not None else None
+        if local is not None:
+            try:
+                spec, data[name] = local_spec(name, local, data_dir, manager)
+            except MissingDataFile as error:
+                if not skip_missing:
+                    raise
+                logger.warning("skipping %s: %s", name, error)
+                data[name] = {"source": "missing", "error": str(error)}
+                continue
+            specs.append(spec)
+        else:
+            if data_dir is not None:
+                logger.warning("%s has no local converter; lm-eval loads it from the hub", name)
+            specs.append(name)
+            data[name] = {"source": "hub"}
+    return specs, data
+
+
+def run_tasks(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    names: list[str],
+    options: HarnessOptions,
+    data_dir: str | None = None,
+    seed: int = 0,
+) -> TaskRun:
+    """Evaluate ``names`` (lm-eval tasks or groups) zero-shot (or ``num_fewshot``) on the in-memory model.
+
+    With ``data_dir``, tasks that have a local converter read the local files; others use the hub.
+    """
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    manager = task_manager()
+    specs, data = task_specs(names, data_dir, manager, options.skip_missing)
+    if not specs:
+        raise UserError("no task left to run: every requested task lacks its local data files")
+    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch_size)
+    try:
+        output = lm_eval.simple_evaluate(
+            model=wrapped,
+            tasks=specs,
+            num_fewshot=options.num_fewshot,
+            limit=options.limit,
+            task_manager=manager,
+            log_samples=False,
+            bootstrap_iters=options.bootstrap_iters,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
+    except (ConnectionError, OSError) as error:
+        raise UserError(
+            f"lm-eval could not load task data ({error}); offline, pass --data-dir with local files "
+            f"for: {', '.join(LOCAL_TASKS.names())}"
+        ) from None
+    return TaskRun(tasks=extract_metrics(output), data=data)
+
+
+def extract_metrics(output: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{task: {acc, acc_stderr, acc_norm, acc_norm_stderr, samples}}`` from lm-eval's results (tasks and groups).
+
+    lm-eval keys metrics as ``"acc,none"`` and ``"acc_stderr,none"``; a metric a task does
+    not report is ``None``. ``samples`` is the number of documents evaluated (after ``limit``).
+    """
+    samples = output.get("n-samples", {})
+    merged = {**output["results"], **output.get("groups", {})}
+    tasks = {}
+    for name, values in merged.items():
+        entry: dict[str, Any] = {}
+        for metric in REPORTED_METRICS:
+            entry[metric] = _number(values.get(f"{metric},none"))
+            entry[f"{metric}_stderr"] = _number(values.get(f"{metric}_stderr,none"))
+        entry["samples"] = samples.get(name, {}).get("effective")
+        tasks[name] = entry
+    return tasks
+
+
+def _number(value: Any) -> float | None:
+    """lm-eval writes ``"N/A"`` for a stderr it could not compute."""
+    return float(value) if isinstance(value, int | float) else None
