@@ -34,3 +34,27 @@ def test_merge_cli_rejects_unknown_operator(tiny_dir, tmp_path, capsys) -> None:
     model_dir, _ = tiny_dir
     code = main(["merge", "--model", str(model_dir), "--threshold", "0.5", "--merge-op", "rdcs", "--output", "x"])
     assert code == 2 and "Did you mean 'rdsc'" in capsys.readouterr().err
+
+
+def test_replace_cli_streamline_saves_a_shallower_model(tiny_dir, tmp_path, capsys) -> None:
+    model_dir, text = tiny_dir
+    argv = ["replace", "--model", str(model_dir), "--num-layers", "3", "--data", str(text), "--calib", str(text)]
+    argv += [
+        "--samples",
+        "2",
+        "--seq-len",
+        "16",
+        "--train-samples",
+        "8",
+        "--lr",
+        "1e-3",
+        "--output",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    record = read_record(tmp_path / "r")
+    step = record["steps"][-1]
+    first, last = step["block"]
+    assert record["num_layers"] == 5 and last - first == 3 and step["steps"] == 2
+    assert f"replaced [{first}–{last}] → {first}" in printed and "layers:     8 → 5" in printed

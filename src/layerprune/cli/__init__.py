@@ -13,7 +13,7 @@ import sys
 
 from layerprune.errors import UserError
 
-SUBCOMMANDS = ("info", "prune", "score", "merge", "eval", "compare")
+SUBCOMMANDS = ("info", "prune", "score", "merge", "replace", "eval", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

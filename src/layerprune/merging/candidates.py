@@ -18,6 +18,7 @@ from dataclasses import replace
 import torch
 from transformers import PreTrainedModel
 
+from layerprune.errors import UserError
 from layerprune.execution import capture_layer_inputs, resumed_from
 from layerprune.merging.similarity import SIMILARITIES
 from layerprune.merging.stack import LayerStack, apply_stack
@@ -25,6 +26,15 @@ from layerprune.models import decoder_layers, get_architecture, get_submodule
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 StackScorer = Callable[[LayerStack], float]
+
+
+def as_batches(calibration: object, batch_size: int) -> list[Batch]:
+    """``(input_ids, attention_mask)`` batches of a CalibrationSet (``batches(batch_size)``) or of a sequence."""
+    if hasattr(calibration, "batches"):
+        return list(calibration.batches(batch_size))
+    if isinstance(calibration, Sequence):
+        return list(calibration)
+    raise UserError("calibration must be a CalibrationSet or a sequence of (input_ids, attention_mask) batches")
 
 
 def decoder_stack(model: PreTrainedModel) -> torch.nn.Module:

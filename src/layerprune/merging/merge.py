@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 from transformers import PreTrainedModel
 
 from layerprune.errors import UserError
-from layerprune.merging.candidates import Batch, CachedEvaluator
+from layerprune.merging.candidates import CachedEvaluator, as_batches
 from layerprune.merging.laco import LacoConfig, laco_search
 from layerprune.merging.operators import MERGE_OPERATORS
 from layerprune.merging.similarity import SIMILARITIES
@@ -72,7 +71,7 @@ def merge_model(model: PreTrainedModel, calibration: object, config: MergeConfig
     """
     target = config.validate(len(decoder_layers(model)))
     started = time.perf_counter()
-    evaluator = CachedEvaluator(model, _batches(calibration, config.batch_size), config.similarity)
+    evaluator = CachedEvaluator(model, as_batches(calibration, config.batch_size), config.similarity)
     search = partial(_search_at, model, evaluator, config)
     result = search_for_count(search, target, config.target) if target is not None else None
     stack, threshold = (result.stack, result.threshold) if result else (search(config.threshold), config.threshold)
@@ -93,11 +92,3 @@ def _search_at(model: PreTrainedModel, evaluator: CachedEvaluator, config: Merge
     stack = LayerStack.initial(decoder_layers(model), config.operator)
     options = config.slm if config.method == "slm" else config.laco
     return MERGE_METHODS.get(config.method)(stack, evaluator, threshold, options)
-
-
-def _batches(calibration: object, batch_size: int) -> Sequence[Batch]:
-    if hasattr(calibration, "batches"):
-        return list(calibration.batches(batch_size))
-    if isinstance(calibration, Iterable):
-        return list(calibration)
-    raise UserError("calibration must be a CalibrationSet or a sequence of (input_ids, attention_mask) batches")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,7 +32,7 @@ from transformers import PreTrainedModel
 
 from layerprune.errors import UserError
 from layerprune.execution import Bypass, capture_layer_inputs, resumed_from, substituted_layers
-from layerprune.merging.candidates import Batch, decoder_stack
+from layerprune.merging.candidates import Batch, as_batches, decoder_stack
 from layerprune.models import decoder_layers
 from layerprune.provenance import get_provenance, record_step
 from layerprune.registry import Registry
@@ -194,18 +194,25 @@ def train_replacement(
 
 def replace_block(
     model: PreTrainedModel,
-    selection: Sequence[Batch],
-    training: Callable[[], Iterable[Batch]],
+    selection: object,
+    training: object,
     config: StreamlineConfig,
 ) -> StreamlineResult:
-    """Choose, train and install the replacement; ``training()`` yields the batches of one epoch."""
+    """Choose the block on ``selection``, train its replacement on ``training``, install it by surgery.
+
+    ``selection`` is a :class:`~layerprune.calibration.CalibrationSet` or a sequence of
+    ``(input_ids, attention_mask)`` batches; ``training`` is a ``CalibrationSet`` (cut into
+    ``config.batch_size`` windows per step) or a callable returning one epoch's batches.
+    """
     torch.manual_seed(config.seed)
-    first, similarity = choose_block(model, selection, config.num_layers, config.metric)
+    selection_batches = as_batches(selection, config.batch_size)
+    first, similarity = choose_block(model, selection_batches, config.num_layers, config.metric)
     last = first + config.num_layers
     layer = copy.deepcopy(decoder_layers(model)[first])
     losses = []
     for _ in range(config.epochs):
-        losses += train_replacement(model, layer, first, last, training(), config)
+        epoch = training.batches(config.batch_size) if hasattr(training, "batches") else training()
+        losses += train_replacement(model, layer, first, last, epoch, config)
     layers, count = decoder_layers(model), len(decoder_layers(model))
     source = get_provenance(model).layer_map
     replace_layers(model, [*layers[:first], layer, *layers[last + 1 :]], [*range(first + 1), *range(last + 1, count)])
