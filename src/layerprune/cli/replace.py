@@ -46,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    BLOCK_METRICS.get(config.metric), TRAINING_LOSSES.get(config.train)
+    for registry, name in ((BLOCK_METRICS, config.metric), (TRAINING_LOSSES, config.train)):
+        registry.get(name)  # fail on a bad name before loading anything
     model, tokenizer = load_from_arguments(args)
     before_layers, before_params = num_layers(model), parameter_count(model)
     training = load_calibration(

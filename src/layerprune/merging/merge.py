@@ -41,7 +41,12 @@ class MergeConfig:
 
     def validate(self, num_layers: int) -> int | None:
         """Check names and the stopping rule before any work; return the target K (None: threshold mode)."""
-        MERGE_METHODS.get(self.method), MERGE_OPERATORS.get(self.operator), SIMILARITIES.get(self.similarity)
+        for registry, name in (
+            (MERGE_METHODS, self.method),
+            (MERGE_OPERATORS, self.operator),
+            (SIMILARITIES, self.similarity),
+        ):
+            registry.get(name)  # an unknown name is a UserError with a did-you-mean
         if sum(value is not None for value in (self.threshold, self.num_layers, self.ratio)) != 1:
             raise UserError("give exactly one of threshold, num_layers or ratio")
         if self.ratio is not None and not 0 < self.ratio < 1:
@@ -90,5 +95,5 @@ def merge_model(model: PreTrainedModel, calibration: object, config: MergeConfig
 
 def _search_at(model: PreTrainedModel, evaluator: CachedEvaluator, config: MergeConfig, threshold: float) -> LayerStack:
     stack = LayerStack.initial(decoder_layers(model), config.operator)
-    options = config.slm if config.method == "slm" else config.laco
+    options = getattr(config, config.method)  # each method's options live in the field of the same name
     return MERGE_METHODS.get(config.method)(stack, evaluator, threshold, options)
