@@ -54,14 +54,14 @@ class TargetResult:
 
 
 def search_for_count(search: Callable[[float], LayerStack], target: int, config: TargetConfig) -> TargetResult:
-    """Bisect the threshold until ``search(threshold)`` removes ``target`` layers."""
+    """Bisect the threshold until ``search(threshold)`` removes ``target`` layers.
+
+    The bounds themselves are searched only if the bisection never sees a side (at the low
+    bound every candidate passes, which is the most expensive search of all).
+    """
     low, high = config.low, config.high
-    at_low, at_high = search(low), search(high)
-    if at_low.removed < target:
-        raise UserError(f"cannot remove {target} layers: even threshold {low} removes only {at_low.removed}")
-    for candidate, value in ((at_low, low), (at_high, high)):
-        if candidate.removed == target:
-            return TargetResult(candidate, value, exact=True)
+    at_low: LayerStack | None = None
+    at_high: LayerStack | None = None
     for _ in range(config.iterations):
         if high - low <= config.tolerance:
             break
@@ -69,14 +69,28 @@ def search_for_count(search: Callable[[float], LayerStack], target: int, config:
         result = search(middle)
         if result.removed == target:
             return TargetResult(result, middle, exact=True)
-        low, at_low, high, at_high = (
-            (middle, result, high, at_high) if result.removed > target else (low, at_low, middle, result)
-        )
-    nearest = at_low if at_low.removed - target <= target - at_high.removed else at_high
-    return TargetResult(
-        nearest,
-        low if nearest is at_low else high,
-        exact=False,
-        below=(low, at_low.removed),
-        above=(high, at_high.removed),
-    )
+        if result.removed > target:
+            low, at_low = middle, result
+        else:
+            high, at_high = middle, result
+    return _nearest(search, target, config, (low, at_low), (high, at_high))
+
+
+def _nearest(
+    search: Callable[[float], LayerStack],
+    target: int,
+    config: TargetConfig,
+    below: tuple[float, LayerStack | None],
+    above: tuple[float, LayerStack | None],
+) -> TargetResult:
+    """No threshold hit ``target``: the outcomes on both sides, searching a bound that was never seen."""
+    (low, at_low), (high, at_high) = below, above
+    at_low = at_low or search(low)
+    at_high = at_high or search(high)
+    if at_low.removed < target:
+        raise UserError(f"cannot remove {target} layers: even threshold {low} removes only {at_low.removed}")
+    for stack, threshold in ((at_low, low), (at_high, high)):
+        if stack.removed == target:
+            return TargetResult(stack, threshold, exact=True)
+    nearest, threshold = (at_low, low) if at_low.removed - target <= target - at_high.removed else (at_high, high)
+    return TargetResult(nearest, threshold, exact=False, below=(low, at_low.removed), above=(high, at_high.removed))
