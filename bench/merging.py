@@ -53,7 +53,9 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--calib-len", type=int, default=64)
     parser.add_argument("--ppl-windows", type=int, default=4)
     parser.add_argument("--ppl-len", type=int, default=512)
-    parser.add_argument("--train-samples", type=int, default=64, help="Streamline training windows")
+    parser.add_argument("--train-samples", type=int, default=64, help="Streamline training windows (128 tokens)")
+    parser.add_argument("--streamline-lr", type=float, default=3e-4)
+    parser.add_argument("--streamline-epochs", type=int, default=1)
     parser.add_argument("--timing-candidates", type=int, default=8)
     parser.add_argument("--laco-c", type=int, default=3, help="LaCo's C (layers fused per merge)")
     parser.add_argument("--timing-threshold", type=float, default=0.9, help="SLM threshold whose candidates are timed")
@@ -108,7 +110,12 @@ class Bench:
     def streamline(self) -> None:
         model, _ = load_model("default")
         started = time.perf_counter()
-        config = StreamlineConfig(num_layers=self.args.remove, learning_rate=3e-4, batch_size=4)
+        config = StreamlineConfig(
+            num_layers=self.args.remove,
+            learning_rate=self.args.streamline_lr,
+            epochs=self.args.streamline_epochs,
+            batch_size=4,
+        )
         result = replace_block(model, self.calibration, self.training, config)
         detail = (
             f"[{result.first}–{result.last}] → {result.first}; mse {result.losses[0]:.4g} → {result.losses[-1]:.4g}"
