@@ -5,9 +5,11 @@ Run from the repository root:
     LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/merging.py
 
 Prints (1) WikiText-2 test perplexity of the dense model, of SLM with each merge operator,
-of LaCo and of LLM-Streamline (MSE), next to deletion by reverse order and by BI; and
-(2) the time to score the same SLM candidates with the cached evaluation and with the naive
-deep copy, measured side by side in this run. Perplexity uses the first ``--ppl-windows``
+of LaCo and of LLM-Streamline (MSE), next to deletion by reverse order and by BI; (2) each
+merge operator applied to the runs that BI deletes (part ``fixed``: the same layers, merged
+into the layer below instead of deleted; ``keep-first`` there *is* BI deletion); and (3) the
+time to score the same SLM candidates with the cached evaluation and with the naive deep
+copy, measured side by side in this run. Perplexity uses the first ``--ppl-windows``
 non-overlapping windows of ``--ppl-len`` tokens of ``wiki.test.raw`` (affordable on a shared
 2-core CPU; not the full test split). Calibration and Streamline training text come from the
 WikiText-2 *train* slice.
@@ -31,6 +33,7 @@ from layerprune.merging import (
     LayerStack,
     MergeConfig,
     SlmConfig,
+    apply_stack,
     deep_copy_final_hidden,
     format_groups,
     merge_model,
@@ -107,6 +110,18 @@ class Bench:
         self.record(f"merge: {method} {operator}", model, f"{detail}; {result.evaluations} candidates", result.seconds)
         return result
 
+    def fixed_groups(self, operator: str) -> None:
+        """Merge the runs that BI deletion removes into the layer below each run: operators compared on equal groups."""
+        model, _ = load_model("default")
+        started = time.perf_counter()
+        context = ScoringContext(calibration=self.calibration, batch_size=8)
+        removed = METRICS.get("bi")(model, context).removal_order(self.args.remove)
+        stack = LayerStack.initial(decoder_layers(model), operator)
+        for first, last in reversed(_runs(removed)):
+            stack = stack.merge(first - 1, last)  # base: the kept layer below the run
+        apply_stack(model, stack, method="bench-fixed", operator=operator)
+        self.record(f"merge bi runs: {operator}", model, ", ".join(format_groups(stack)), time.perf_counter() - started)
+
     def streamline(self) -> None:
         model, _ = load_model("default")
         started = time.perf_counter()
@@ -153,6 +168,17 @@ def candidate_timing(bench: Bench, threshold: float) -> None:
     print(f"  max |similarity difference|: {worst:.2e}")
 
 
+def _runs(indices: list[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive indices: [12, 13, 14, 25] → [(12, 14), (25, 25)]."""
+    runs: list[tuple[int, int]] = []
+    for index in sorted(indices):
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
 def _recording(evaluator: CachedEvaluator, visited: list[LayerStack]):
     def score(stack: LayerStack) -> float:
         visited.append(stack)
@@ -174,6 +200,7 @@ def main() -> None:
         "timing": lambda: candidate_timing(bench, args.timing_threshold),
         "laco": lambda: bench.merge("laco", "rdsc"),
         "slm": lambda: [bench.merge("slm", operator) for operator in MERGE_OPERATORS.names()],
+        "fixed": lambda: [bench.fixed_groups(operator) for operator in MERGE_OPERATORS.names()],
     }
     for part in args.parts.split(","):
         parts[part]()
