@@ -88,6 +88,7 @@ def _peak_mib(count: int) -> float:
 
 
 def test_mse_training_peak_memory_does_not_grow_with_batches() -> None:
-    # each batch's (input, output) pair is 2 × 16 × 256 × 256 floats = 8 MiB: caching 20 more would add 160 MiB
-    few, many = _peak_mib(4), _peak_mib(24)
-    assert many - few < 60, (few, many)
+    # each batch's (input, output) pair is 2 × 16 × 256 × 256 floats = 8 MiB: caching 38 more would add 304 MiB;
+    # measured: 2, 8, 24, 48 batches → 675, 672, 684, 687 MiB (run-to-run noise about ±30 MiB)
+    few, many = _peak_mib(2), _peak_mib(40)
+    assert many - few < 100, (few, many)
