@@ -15,23 +15,31 @@ from layerprune.evaluation import (
     run_tasks,
     write_results,
 )
+from layerprune.merging import MERGE_OPERATORS, LacoConfig, MergeConfig, SlmConfig, merge_model
+from layerprune.merging.streamline import StreamlineConfig, replace_block
 from layerprune.metrics import METRICS, LayerScores, Scores, ScoringContext, score
 from layerprune.models import load_model
 from layerprune.provenance import get_provenance
+from layerprune.report import write_report
 from layerprune.saving import save_model
 from layerprune.surgery import keep_layers, remove_layers
 
 __all__ = [
+    "MERGE_OPERATORS",
     "METRICS",
     "CalibrationConfig",
     "CalibrationSet",
     "EvalConfig",
     "HarnessOptions",
+    "LacoConfig",
     "LayerScores",
+    "MergeConfig",
     "PerplexityOptions",
     "Scores",
     "ScoringContext",
+    "SlmConfig",
     "SpeedOptions",
+    "StreamlineConfig",
     "compare_table",
     "evaluate",
     "get_provenance",
@@ -39,12 +47,15 @@ __all__ = [
     "load_calibration",
     "load_model",
     "measure_speed",
+    "merge_model",
     "perplexity",
     "read_results",
     "remove_layers",
+    "replace_block",
     "results_table",
     "run_tasks",
     "save_model",
     "score",
+    "write_report",
     "write_results",
 ]

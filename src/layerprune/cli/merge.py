@@ -1,0 +1,77 @@
+"""``layerprune merge``: fuse runs of layers (SLM or LaCo) and save a standard model."""
+
+from __future__ import annotations
+
+import argparse
+
+from layerprune.cli.common import (
+    add_calibration_arguments,
+    add_model_arguments,
+    calibration_from_arguments,
+    console,
+    load_from_arguments,
+    parameter_count,
+)
+from layerprune.merging import MERGE_METHODS, MERGE_OPERATORS, SIMILARITIES, MergeConfig, format_groups, merge_model
+from layerprune.models import num_layers
+from layerprune.saving import save_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("merge", help="merge runs of similar layers (SLM, LaCo) and save the model")
+    add_model_arguments(parser)
+    defaults = MergeConfig()
+    parser.add_argument("--method", default=defaults.method, help=f"one of {', '.join(MERGE_METHODS.names())}")
+    stop = parser.add_mutually_exclusive_group(required=True)
+    stop.add_argument("--threshold", type=float, help="similarity a merged model must keep")
+    stop.add_argument("--num-layers", type=int, help="remove exactly K layers (bisection over the threshold)")
+    stop.add_argument("--ratio", type=float, help="remove round(R × layers) layers")
+    parser.add_argument("--merge-op", default=defaults.operator, help=f"one of {', '.join(MERGE_OPERATORS.names())}")
+    parser.add_argument("--similarity", default=defaults.similarity, help=f"one of {', '.join(SIMILARITIES.names())}")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="calibration windows per forward")
+    parser.add_argument("--merge-last", action="store_true", help="SLM: let windows include the last layer")
+    laco = defaults.laco
+    parser.add_argument("--laco-c", type=int, default=laco.merge_layers, help="LaCo C: layers fused per merge")
+    parser.add_argument("--laco-interval", type=int, default=laco.interval, help="LaCo I: step after a merge")
+    parser.add_argument("--laco-lowest", type=int, default=laco.lowest, help="LaCo L: lowest layer to merge")
+    parser.add_argument("--laco-highest", type=int, default=laco.highest, help="LaCo H: highest layer (default last)")
+    add_calibration_arguments(parser)
+    parser.add_argument("--output", required=True, help="directory for the merged model")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.set_defaults(run=run)
+
+
+def config_from_arguments(args: argparse.Namespace) -> MergeConfig:
+    config = MergeConfig(
+        method=args.method,
+        threshold=args.threshold,
+        num_layers=args.num_layers,
+        ratio=args.ratio,
+        operator=args.merge_op,
+        similarity=args.similarity,
+        batch_size=args.batch_size,
+    )
+    config.slm.protect_last = not args.merge_last
+    config.laco.merge_layers, config.laco.interval = args.laco_c, args.laco_interval
+    config.laco.lowest, config.laco.highest = args.laco_lowest, args.laco_highest
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_arguments(args)
+    model, tokenizer = load_from_arguments(args)
+    target = config.validate(num_layers(model))
+    before_layers, before_params = num_layers(model), parameter_count(model)
+    result = merge_model(model, calibration_from_arguments(args, tokenizer), config)
+    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
+    for step in result.stack.steps:
+        console.print(f"step: fused input layers {step.first}–{step.last}, similarity {step.similarity:.4f}")
+    if result.target is not None:
+        console.print(result.target.describe(target))
+    console.print(f"groups:     {', '.join(format_groups(result.stack)) or 'none'}")
+    console.print(f"threshold:  {result.threshold:.6f} ({config.similarity}, {config.method}, {config.operator})")
+    console.print(f"search:     {result.evaluations} candidates in {result.seconds:.1f} s")
+    console.print(f"layers:     {before_layers} → {num_layers(model)}")
+    console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
+    console.print(f"saved to {args.output}")
+    return 0

@@ -1,0 +1,64 @@
+"""``layerprune replace``: LLM-Streamline — replace a block of layers by one trained layer and save the model."""
+
+from __future__ import annotations
+
+import argparse
+
+from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.cli.common import (
+    add_calibration_arguments,
+    add_model_arguments,
+    calibration_from_arguments,
+    console,
+    load_from_arguments,
+    parameter_count,
+)
+from layerprune.merging.streamline import BLOCK_METRICS, TRAINING_LOSSES, StreamlineConfig, replace_block
+from layerprune.models import num_layers
+from layerprune.saving import save_model
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("replace", help="replace n+1 consecutive layers by one trained layer (Streamline)")
+    add_model_arguments(parser)
+    defaults = StreamlineConfig()
+    parser.add_argument("--num-layers", type=int, required=True, help="layers to remove (block of K+1 → 1)")
+    parser.add_argument("--metric", default=defaults.metric, help=f"block choice: {', '.join(BLOCK_METRICS.names())}")
+    parser.add_argument("--train", default=defaults.train, help=f"training loss: {', '.join(TRAINING_LOSSES.names())}")
+    parser.add_argument("--data", default=CalibrationConfig().source, help="training text (any --calib source)")
+    parser.add_argument("--train-samples", type=int, default=64, help="training windows per epoch")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per training step")
+    add_calibration_arguments(parser)
+    parser.add_argument("--output", required=True, help="directory for the new model")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = StreamlineConfig(
+        num_layers=args.num_layers,
+        metric=args.metric,
+        train=args.train,
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
+    for registry, name in ((BLOCK_METRICS, config.metric), (TRAINING_LOSSES, config.train)):
+        registry.get(name)  # fail on a bad name before loading anything
+    model, tokenizer = load_from_arguments(args)
+    before_layers, before_params = num_layers(model), parameter_count(model)
+    training = load_calibration(
+        tokenizer, CalibrationConfig(args.data, samples=args.train_samples, seq_len=args.seq_len, seed=args.seed + 1)
+    )
+    result = replace_block(model, calibration_from_arguments(args, tokenizer), training, config)
+    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
+    console.print(f"replaced [{result.first}–{result.last}] → {result.first}   {config.metric} {result.similarity:.4f}")
+    if result.losses:
+        console.print(f"training ({config.train}): loss {result.losses[0]:.4g} → {result.losses[-1]:.4g}")
+    console.print(f"layers:     {before_layers} → {num_layers(model)}")
+    console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
+    console.print(f"saved to {args.output}")
+    return 0
