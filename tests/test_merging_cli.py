@@ -6,7 +6,7 @@ from layerprune.cli import main
 from layerprune.provenance import read_record
 from layerprune.saving import save_model
 from test_merging_models import deep_tiny
-from tiny_tokenizer import tiny_tokenizer
+from tiny_models import tiny_tokenizer
 
 
 @pytest.fixture

@@ -20,8 +20,11 @@ from tiny_models import FAMILIES, TINY_CONFIGS, tiny_model, token_batch
 def deep_tiny(family: str, layers: int):
     """A tiny model of ``family`` with ``layers`` layers (per-layer attention types repeated)."""
     overrides = {"n_layer" if family == "gpt2" else "num_hidden_layers": layers}
-    if "layer_types" in TINY_CONFIGS[family]:
-        overrides["layer_types"] = (TINY_CONFIGS[family]["layer_types"] * layers)[:layers]
+    for key in ("layer_types", "no_rope_layers"):
+        if key in TINY_CONFIGS[family]:
+            overrides[key] = (TINY_CONFIGS[family][key] * layers)[:layers]
+    if "mlp_only_layers" in TINY_CONFIGS[family]:
+        overrides["mlp_only_layers"] = []  # every layer MoE, so any run of layers can be merged
     return tiny_model(family, **overrides)
 
 
