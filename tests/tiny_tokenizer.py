@@ -1,0 +1,26 @@
+"""A character-level tokenizer whose ids fit the tiny models' vocabulary (96), with a chat template."""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, models
+from transformers import PreTrainedTokenizerFast
+
+_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,:;!?'\"-#()<>|/_\n"
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """Lower-case characters map to one id each; ``<s>`` is prepended; pad 0, bos 1, eos 2."""
+    vocab = {token: i for i, token in enumerate(_SPECIALS + list(_CHARS))}
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.add_special_tokens(_SPECIALS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+    tokenizer.add_bos_token = True
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
