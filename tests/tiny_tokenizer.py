@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models
+from tokenizers import Tokenizer, decoders, models
 from transformers import PreTrainedTokenizerFast
 
 _SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789 .,:;!?'\"-#()<>|/_\n"
+_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"-#()<>|/_\n"
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -14,10 +14,11 @@ CHAT_TEMPLATE = (
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Lower-case characters map to one id each; ``<s>`` is prepended; pad 0, bos 1, eos 2."""
+    """Each character maps to one id; ``<s>`` is prepended; pad 0, bos 1, eos 2."""
     vocab = {token: i for i, token in enumerate(_SPECIALS + list(_CHARS))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     backend.add_special_tokens(_SPECIALS)
+    backend.decoder = decoders.Fuse()
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from layerprune.errors import UserError
@@ -64,8 +64,12 @@ def heal(
     config: HealConfig,
     teacher: PreTrainedModel | None = None,
     data: HealingData | None = None,
+    callbacks: list[TrainerCallback] | None = None,
 ) -> HealResult:
-    """Train ``model`` with ``config`` and save it to ``config.output``; ``teacher``/``data`` override loading."""
+    """Train ``model`` with ``config`` and save it to ``config.output``.
+
+    ``teacher`` and ``data`` replace loading them from ``config``; ``callbacks`` go to the Trainer.
+    """
     LOSSES.get(config.loss.name)
     method = METHODS.get(config.method.name)()
     _check_output(config)
@@ -73,6 +77,8 @@ def heal(
     teacher = teacher if teacher is not None or not config.loss.needs_teacher else load_teacher(model, config.teacher)
     trainable = method.prepare(model, config.method)
     trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
     began = time.perf_counter()
     trainer.train(resume_from_checkpoint=_resume_point(config))
     summary = _summary(trainer, trainable, config, data, teacher, time.perf_counter() - began)
