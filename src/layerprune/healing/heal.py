@@ -25,9 +25,9 @@ from layerprune.healing.data import DataConfig, HealingData, collate, load_heali
 from layerprune.healing.losses import LOSSES, LossConfig
 from layerprune.healing.methods import METHODS, MethodConfig, frozen_prefix_length, trainable_parameter_names
 from layerprune.healing.prefix_cache import PrefixCache, build_prefix_cache
-from layerprune.healing.teacher import load_teacher, teacher_bytes
+from layerprune.healing.teacher import check_vocabulary, load_teacher, prepare_teacher, teacher_bytes
 from layerprune.healing.trainer import HealingTrainer, TrainConfig, budget_steps, training_arguments
-from layerprune.provenance import record_step
+from layerprune.provenance import get_provenance, record_step
 from layerprune.saving import save_model, write_json
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def heal(
     method = METHODS.get(config.method.name)()
     _check_output(config)
     data = data or load_healing_data(tokenizer, config.data)
-    teacher = teacher if teacher is not None or not config.loss.needs_teacher else load_teacher(model, config.teacher)
+    teacher = _teacher(model, config, teacher)
     trainable = method.prepare(model, config.method)
     trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
     for callback in callbacks or []:
@@ -88,6 +88,15 @@ def heal(
         _save(healed, tokenizer, config, trainer)
     trainer.accelerator.wait_for_everyone()
     return HealResult(healed, Path(config.output), summary)
+
+
+def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel | None) -> PreTrainedModel | None:
+    if not config.loss.needs_teacher:
+        return None
+    if given is None:
+        return load_teacher(model, config.teacher)
+    check_vocabulary(model, given)
+    return prepare_teacher(given)
 
 
 def _check_output(config: HealConfig) -> None:
@@ -153,7 +162,7 @@ def _summary(trainer: HealingTrainer, model, config: HealConfig, data: HealingDa
     state, cache = trainer.state, trainer.prefix_cache
     return {
         "settings": {key: dataclasses.asdict(getattr(config, key)) for key in ("method", "loss", "data", "train")},
-        "teacher": None if teacher is None else config.teacher,
+        "teacher": None if teacher is None else get_provenance(teacher).source,
         "teacher_bytes": teacher_bytes(teacher),
         "teacher_seconds": round(trainer.teacher_seconds, 3),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
