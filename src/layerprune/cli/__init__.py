@@ -13,7 +13,7 @@ import sys
 
 from layerprune.errors import UserError
 
-SUBCOMMANDS = ("info", "prune")
+SUBCOMMANDS = ("info", "prune", "heal", "iterate")
 
 
 def build_parser() -> argparse.ArgumentParser:
