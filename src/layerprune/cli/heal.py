@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from accelerate import PartialState
+
 from layerprune.cli.common import add_model_arguments, console, load_from_arguments
 from layerprune.healing import (
     LOSSES,
@@ -118,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
     config = heal_config_from_arguments(args, args.output)
     model, tokenizer = load_from_arguments(args)
     result = heal(model, tokenizer, config)
+    if not PartialState().is_main_process:
+        return 0
     report = result.summary
     console.print(f"healed with {config.method.name} / {config.loss.name}: {report['steps']} steps")
     console.print(f"tokens seen: {report['tokens_seen']:,}; trainable parameters: {report['trainable_parameters']:,}")

@@ -168,6 +168,7 @@ def _summary(trainer: HealingTrainer, model, config: HealConfig, data: HealingDa
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "trainable_tensors": len(trainable_parameter_names(model)),
         "steps": state.global_step,
+        "processes": trainer.args.world_size,
         "tokens_seen": int(state.num_input_tokens_seen),
         "train_examples": len(data.train),
         "best_validation_loss": state.best_metric,

@@ -155,4 +155,5 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, has_validation
         prediction_loss_only=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
     )
