@@ -1,14 +1,16 @@
 """Tiny random models, one per supported family, built from configs (no downloads).
 
 ``TINY_CONFIGS`` maps a family to the config kwargs of a 4-layer model with a small
-vocabulary; :func:`tiny_model` builds it with a fixed seed. Gemma 2/3 and Qwen get mixed
+vocabulary (``gemma3`` is the multimodal model, with a one-layer vision tower);
+:func:`tiny_model` builds it with a fixed seed. Gemma 2/3 and Qwen get mixed
 per-layer attention types so that surgery bugs in ``layer_types`` are visible.
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 VOCAB = 96
 _TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -32,6 +34,22 @@ TINY_CONFIGS: dict[str, dict] = {
     "gemma": dict(_COMMON, head_dim=8),
     "gemma2": dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
     "gemma3_text": dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
+    "gemma3": dict(
+        text_config=dict(_COMMON, head_dim=8, sliding_window=4, layer_types=_SLIDING4),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=28,
+            patch_size=14,
+        ),
+        mm_tokens_per_image=4,
+        image_token_index=95,
+        boi_token_index=93,
+        eoi_token_index=94,
+        **_TOKENS,
+    ),
     "phi3": dict(_COMMON),
     "gpt2": dict(**_TOKENS, vocab_size=VOCAB, n_embd=32, n_layer=4, n_head=4, n_positions=128),
     "gpt_neox": dict(
@@ -74,3 +92,27 @@ def tiny_model(family: str = "llama", seed: int = 0, **overrides) -> PreTrainedM
 def token_batch(batch: int = 2, length: int = 12, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(3, VOCAB, (batch, length), generator=generator)
+
+
+_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
+_CHARACTERS = " etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,;:!?'\"()-\n"
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer whose ids fit the tiny models' vocabulary (pad 0, bos 1, eos 2)."""
+    vocab = {token: index for index, token in enumerate(_SPECIALS + list(dict.fromkeys(_CHARACTERS)))}
+    assert len(vocab) <= VOCAB
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+def tiny_model_dir(path, family: str = "llama", seed: int = 0, **overrides):
+    """Save a tiny model with its tokenizer to ``path`` (a directory ``load_model`` accepts)."""
+    model = tiny_model(family, seed=seed, **overrides)
+    model.save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return model

@@ -78,12 +78,22 @@ def replace_layers(model: PreTrainedModel, new_layers: Sequence[nn.Module], laye
 
 
 def _keep(model: PreTrainedModel, kept: list[int], method: str, **details) -> PreTrainedModel:
+    _refuse_index_dependent_math(model)
     layers = get_submodule(model, get_architecture(model).layers)
     removed_now = [get_provenance(model).layer_map[i] for i in range(len(layers)) if i not in set(kept)]
     replace_layers(model, [layers[i] for i in kept], kept)
     record_step(model, "prune", method=method, removed_source_layers=removed_now, **details)
     logger.info("removed source layers %s; %d layers remain", removed_now, len(kept))
     return model
+
+
+def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
+    """GPT-2 can scale attention by 1/(layer_idx+1); renumbering would silently change every kept layer."""
+    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+        raise UserError(
+            "this model sets scale_attn_by_inverse_layer_idx, so a layer's output depends on its index; "
+            "removing layers would change the kept layers' math"
+        )
 
 
 def _renumber_layer_idx(layers: Sequence[nn.Module]) -> None:

@@ -11,6 +11,8 @@ import importlib
 import logging
 import sys
 
+from transformers.utils import logging as transformers_logging
+
 from layerprune.errors import UserError
 
 SUBCOMMANDS = ("info", "prune", "heal", "iterate")
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        transformers_logging.disable_progress_bar()
     try:
         return args.run(args) or 0
     except UserError as error:

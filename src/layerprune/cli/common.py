@@ -19,10 +19,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="'default' (embedded SmolLM2-135M), a model directory, a .gguf file or a hub id",
     )
-    parser.add_argument("--dtype", default=None, help="auto (default), float32, bfloat16 or float16")
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        help="load (and save) in this dtype: auto (default: keep), float32, bfloat16 or float16",
+    )
     parser.add_argument("--device-map", default=None, help="passed to from_pretrained, e.g. 'auto' or 'cpu'")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow the model repository's own code")
     parser.add_argument("--allow-pickle", action="store_true", help="allow pickled .bin weights")
+    parser.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where dequantized GGUF models are cached (default: $LAYERPRUNE_CACHE or ~/.cache/layerprune)",
+    )
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

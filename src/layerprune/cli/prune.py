@@ -37,15 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.num_layers is not None and args.num_layers < 1:
         raise UserError("--num-layers must be at least 1")
+    explicit = parse_int_list(args.layers) if args.layers is not None else None
+    metric = METRICS.get(args.method) if explicit is None else None
     model, tokenizer = load_from_arguments(args)
     before_layers, before_params = num_layers(model), parameter_count(model)
-    if args.layers is not None:
-        indices, method = parse_int_list(args.layers), "manual"
+    if explicit is not None:
+        indices, method = explicit, "manual"
     else:
-        scores = METRICS.get(args.method)(model, ScoringContext(seed=args.seed))
+        scores = metric(model, ScoringContext(seed=args.seed))
         indices, method = scores.removal_order(args.num_layers), args.method
     remove_layers(model, indices, method=method, seed=args.seed)
-    save_model(model, tokenizer, args.output, dtype=args.save_dtype, overwrite=args.overwrite)
+    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
     console.print(f"removed layers {indices} ({method})")
     console.print(f"layers:     {before_layers} → {num_layers(model)}")
     console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")

@@ -87,7 +87,6 @@ register_architecture(
         layers="gpt_neox.layers",
         final_norm="gpt_neox.final_layer_norm",
         embeddings="gpt_neox.embed_in",
-        lm_head="embed_out",
         lora_targets=("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
     )
 )

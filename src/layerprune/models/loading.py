@@ -119,7 +119,7 @@ def _dequantize_to_cache(path: Path, cached: Path) -> None:
     """Dequantize a GGUF with transformers and save the fp32 model atomically to ``cached``."""
     from layerprune.saving import atomic_directory
 
-    logger.info("dequantizing %s once; later loads read %s", path, cached)
+    logger.warning("dequantizing %s once (about half a minute); later loads read %s", path.name, cached)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     _drop_gguf_quantization_config(model)

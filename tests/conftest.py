@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models live in ``tiny_models.py``; real data is read in place from ``../shared/data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The shared benchmark data (``$LAYERPRUNE_DATA`` or ``<repo>/../shared/data``); skip if absent."""
+    path = Path(os.environ.get("LAYERPRUNE_DATA", REPO_ROOT.parent / "shared" / "data"))
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path}")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep GGUF caches of tests apart from the user's, but share one across the session."""
+    if "LAYERPRUNE_CACHE" not in os.environ:
+        monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path_factory.getbasetemp() / "layerprune-cache"))
