@@ -173,7 +173,8 @@ def test_file_formats(tmp_path) -> None:
         read_records(str(tmp_path / "missing.jsonl"))
 
 
-def test_shortcut_reads_shared_dolly() -> None:
+def test_shortcut_reads_shared_dolly(data_dir, monkeypatch) -> None:
+    monkeypatch.setenv("LAYERPRUNE_DATA", str(data_dir))
     records = read_records("dolly")
     assert len(records) == 15015
     assert detect_format(records[0]) == "dolly"
