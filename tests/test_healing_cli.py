@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def workspace(tmp_path):
-    save_model(tiny_model("llama"), tiny_tokenizer(), tmp_path / "tiny")
+    save_model(tiny_model("llama"), tiny_tokenizer(bos=True), tmp_path / "tiny")
     (tmp_path / "text.txt").write_text("\n".join(f"line {i} says {i * 3 % 7}" for i in range(32)))
     return tmp_path
 
@@ -47,9 +47,14 @@ def test_heal_cli_and_user_errors(workspace, capsys) -> None:
 
 def test_iterate_cli(workspace) -> None:
     arguments = [a for a in heal_arguments(workspace, "iter") if a != "--untie"]
-    assert main(["iterate", *arguments, "--schedule", "1:1:2", "--metric", "reverse-order"]) == 0
-    schedule = json.loads((workspace / "iter" / "schedule.json").read_text())
-    assert [s["removed_source_layers"] for s in schedule["steps"]] == [[3], [2]]
+    calibration = ["--calib-samples", "2", "--calib-seq-len", "16"]
+    assert main(["iterate", *arguments, *calibration, "--schedule", "1:1:2", "--metric", "bi"]) == 0
+    steps = json.loads((workspace / "iter" / "schedule.json").read_text())["steps"]
+    assert [len(s["scores"]) for s in steps] == [4, 3]  # re-scored on the healed 3-layer model
+    assert [s["metric"] for s in steps] == ["bi", "bi"]
+    removed = [layer for s in steps for layer in s["removed_source_layers"]]
+    assert len(set(removed)) == 2
+    assert read_record(workspace / "iter" / "step_2" / "model")["removed_layers"] == sorted(removed)
 
 
 def test_every_registered_name_is_documented_in_the_readme() -> None:

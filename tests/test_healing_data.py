@@ -25,7 +25,11 @@ from layerprune.healing.data import (
 )
 from tiny_tokenizer import tiny_tokenizer
 
-TOKENIZER = tiny_tokenizer()
+TOKENIZER = tiny_tokenizer(bos=True)  # one id per character; it has no newline, which reads as <pad>
+TOKENIZER.chat_template = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
 
 
 def encode(record: dict, name: str) -> Example:
@@ -43,7 +47,7 @@ def test_alpaca_masks_exactly_the_prompt() -> None:
     example = encode({"instruction": "add 2 and 3", "input": "", "output": "5"}, "alpaca")
     prompt = ALPACA_PROMPT_NO_INPUT.format(instruction="add 2 and 3")
     masked, trained = split_by_mask(example)
-    assert masked == "<s>" + prompt
+    assert masked == "<s>" + prompt.replace("\n", "<pad>")
     assert trained == "5</s>"
     assert example.labels.count(IGNORE) == 1 + len(prompt)  # one id per character + BOS
     assert example.labels[-2:] == example.input_ids[-2:]
@@ -52,7 +56,7 @@ def test_alpaca_masks_exactly_the_prompt() -> None:
 def test_alpaca_with_input_and_dolly_use_the_input_template() -> None:
     record = {"instruction": "name it", "input": "a cat", "output": "tom"}
     dolly = {"instruction": "name it", "context": "a cat", "response": "tom"}
-    prompt = "<s>" + ALPACA_PROMPT.format(instruction="name it", input="a cat")
+    prompt = "<s>" + ALPACA_PROMPT.format(instruction="name it", input="a cat").replace("\n", "<pad>")
     assert split_by_mask(encode(record, "alpaca")) == (prompt, "tom</s>")
     assert encode(dolly, "dolly") == encode(record, "alpaca")
 

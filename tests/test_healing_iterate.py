@@ -16,7 +16,7 @@ from layerprune.provenance import get_provenance, read_record
 from tiny_models import tiny_model
 from tiny_tokenizer import tiny_tokenizer
 
-TOKENIZER = tiny_tokenizer()
+TOKENIZER = tiny_tokenizer(bos=True)
 
 
 def test_parse_schedule() -> None:

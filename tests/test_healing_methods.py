@@ -66,7 +66,7 @@ def test_untie_gives_the_head_its_own_copy_and_round_trips(tmp_path) -> None:
         model.lm_head.weight.add_(0.5)
     ids = token_batch()
     expected = model(input_ids=ids).logits
-    save_model(model, tiny_tokenizer(), tmp_path / "m")
+    save_model(model, tiny_tokenizer(bos=True), tmp_path / "m")
     reloaded, _ = load_model(str(tmp_path / "m"))
     assert not is_tied(reloaded)
     assert torch.equal(reloaded.lm_head.weight, model.lm_head.weight)

@@ -19,7 +19,7 @@ from layerprune.surgery import remove_layers
 from tiny_models import tiny_model, token_batch
 from tiny_tokenizer import tiny_tokenizer
 
-TOKENIZER = tiny_tokenizer()
+TOKENIZER = tiny_tokenizer(bos=True)
 
 
 class Killed(Exception):

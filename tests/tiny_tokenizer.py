@@ -1,27 +1,23 @@
-"""A character-level tokenizer whose ids fit the tiny models' vocabulary (96), with a chat template."""
+"""A character-level tokenizer matching the tiny models' vocabulary (no downloads).
+
+Ids 0/1/2 are pad/BOS/EOS; printable ASCII characters get ids 3..95 (space is 3).
+``bos=True`` makes the tokenizer put BOS in front of text by default, as Llama 2 does.
+"""
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
-_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,:;!?'\"-#()<>|/_\n"
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
-)
+from tiny_models import VOCAB
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Each character maps to one id; ``<s>`` is prepended; pad 0, bos 1, eos 2."""
-    vocab = {token: i for i, token in enumerate(_SPECIALS + list(_CHARS))}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    backend.add_special_tokens(_SPECIALS)
+def tiny_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
+    characters = [chr(code) for code in range(32, 32 + VOCAB - 3)]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(characters)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     backend.decoder = decoders.Fuse()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
-    tokenizer.add_bos_token = True
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")

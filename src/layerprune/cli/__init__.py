@@ -15,7 +15,7 @@ from transformers.utils import logging as transformers_logging
 
 from layerprune.errors import UserError
 
-SUBCOMMANDS = ("info", "prune", "heal", "iterate")
+SUBCOMMANDS = ("info", "prune", "score", "heal", "iterate")
 
 
 def build_parser() -> argparse.ArgumentParser:

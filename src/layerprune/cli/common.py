@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
 from layerprune.errors import UserError
 from layerprune.models import load_model
 
@@ -42,6 +43,28 @@ def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreT
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
     )
+
+
+def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--calib --samples --seq-len --seed``; defaults come from :class:`CalibrationConfig`."""
+    defaults = CalibrationConfig()
+    parser.add_argument(
+        "--calib",
+        default=defaults.source,
+        help="calibration text: 'default' (Python's bundled language reference), wikitext2, c4, bookcorpus, "
+        "pg19 (hub), or a .txt/.jsonl/.json/.parquet file",
+    )
+    parser.add_argument("--samples", type=int, default=defaults.samples, help="calibration windows")
+    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed for window sampling and random choices")
+
+
+def calibration_config_from_arguments(args: argparse.Namespace) -> CalibrationConfig:
+    return CalibrationConfig(source=args.calib, samples=args.samples, seq_len=args.seq_len, seed=args.seed)
+
+
+def calibration_from_arguments(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> CalibrationSet:
+    return load_calibration(tokenizer, calibration_config_from_arguments(args))
 
 
 def parse_int_list(text: str) -> list[int]:

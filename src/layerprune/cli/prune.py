@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
+from typing import Any
 
 from layerprune.cli.common import (
+    add_calibration_arguments,
     add_model_arguments,
+    calibration_config_from_arguments,
     console,
     load_from_arguments,
     parameter_count,
     parse_int_list,
 )
+from layerprune.cli.score import add_scoring_arguments, scoring_settings
 from layerprune.errors import UserError
-from layerprune.metrics import METRICS, ScoringContext
+from layerprune.metrics import LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
 from layerprune.saving import save_model
 from layerprune.surgery import remove_layers
@@ -23,9 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     choice = parser.add_mutually_exclusive_group(required=True)
     choice.add_argument("--layers", help="layers to remove, e.g. 3,5,7 or 20-27")
-    choice.add_argument("--num-layers", type=int, help="how many layers to remove, chosen by --method")
-    parser.add_argument("--method", default="reverse-order", help="selection method: reverse-order or random")
-    parser.add_argument("--seed", type=int, default=0)
+    choice.add_argument("--num-layers", type=int, help="how many layers to remove, chosen by --metric")
+    choice.add_argument(
+        "--ratio", type=float, help="fraction of layers to remove: k = round(ratio·L), halves up (0.25 of 30 → 8)"
+    )
+    parser.add_argument(
+        "--metric",
+        "--method",
+        dest="metric",
+        default="reverse-order",
+        help="selection metric (see `layerprune score --help`); a block metric removes its best contiguous block",
+    )
+    parser.add_argument("--scores", default=None, help="reuse a scores.json written by `layerprune score`")
+    add_calibration_arguments(parser)
+    add_scoring_arguments(parser)
     parser.add_argument("--output", required=True, help="directory for the pruned model")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     parser.add_argument(
@@ -37,19 +53,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.num_layers is not None and args.num_layers < 1:
         raise UserError("--num-layers must be at least 1")
-    explicit = parse_int_list(args.layers) if args.layers is not None else None
-    metric = METRICS.get(args.method) if explicit is None else None
     model, tokenizer = load_from_arguments(args)
     before_layers, before_params = num_layers(model), parameter_count(model)
-    if explicit is not None:
-        indices, method = explicit, "manual"
+    if args.layers is not None:
+        indices, details = parse_int_list(args.layers), {"method": "manual"}
     else:
-        scores = metric(model, ScoringContext(seed=args.seed))
-        indices, method = scores.removal_order(args.num_layers), args.method
-    remove_layers(model, indices, method=method, seed=args.seed)
-    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
-    console.print(f"removed layers {indices} ({method})")
+        indices, details = _select(model, tokenizer, args)
+    remove_layers(model, indices, **details)
+    save_model(model, tokenizer, args.output, dtype=args.save_dtype, overwrite=args.overwrite)
+    console.print(f"removed layers {indices} ({details['method']})")
     console.print(f"layers:     {before_layers} → {num_layers(model)}")
     console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
     console.print(f"saved to {args.output}")
     return 0
+
+
+def _select(model, tokenizer, args: argparse.Namespace) -> tuple[list[int], dict[str, Any]]:
+    """The layers ``--metric`` removes first, and the details recorded in ``layerprune.json``."""
+    count = num_layers(model)
+    k = args.num_layers if args.ratio is None else layers_for_ratio(args.ratio, count)
+    scores = _metric_scores(model, tokenizer, args, k)
+    indices = scores.removal_order(k, args.exclude_first, args.exclude_last)
+    details: dict[str, Any] = dict(
+        method=args.metric,
+        k=k,
+        ratio=args.ratio,
+        exclude_first=args.exclude_first,
+        exclude_last=args.exclude_last,
+        seed=args.seed,
+        scores=scores.scores,
+    )
+    if scores.blocks is not None:
+        details["block_scores"] = scores.blocks[k]
+    if args.scores:
+        details["scores_file"] = args.scores
+    elif needs_calibration(args.metric):
+        details["calibration"] = asdict(calibration_config_from_arguments(args))
+    return indices, details
+
+
+def _metric_scores(model, tokenizer, args: argparse.Namespace, k: int) -> LayerScores:
+    if args.scores:
+        loaded = Scores.load(args.scores)
+        if loaded.num_layers != num_layers(model):
+            raise UserError(f"{args.scores} scores {loaded.num_layers} layers but the model has {num_layers(model)}")
+        return loaded.get(args.metric)
+    settings = scoring_settings(args)
+    if args.metric == "sleb" and settings["sleb_steps"] is None:
+        settings["sleb_steps"] = k
+    calibration = calibration_config_from_arguments(args)
+    return score(model, tokenizer, [args.metric], calib=calibration, **settings).get(args.metric)

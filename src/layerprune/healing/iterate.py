@@ -66,7 +66,10 @@ def iterate(
     context: ScoringContext | None = None,
     teacher: PreTrainedModel | None = None,
 ) -> tuple[PreTrainedModel, list[dict[str, Any]]]:
-    """Run the schedule; return the final model and one record per step (also in ``schedule.json``)."""
+    """Run the schedule; return the final model and one record per step (also in ``schedule.json``).
+
+    ``context`` carries the calibration data for data metrics (``ScoringContext.calibration``).
+    """
     sizes = parse_schedule(config.schedule)
     METRICS.get(config.metric)
     if sum(sizes) >= num_layers(model):
@@ -89,8 +92,11 @@ def iterate(
 
 
 def _run_step(model, tokenizer, config: IterateConfig, context, teacher, step_dir: Path, count: int):
-    """Score, remove ``count`` layers, heal into ``step_dir/model`` (resuming its checkpoints if any)."""
-    scores = METRICS.get(config.metric)(model, context)
+    """Score, remove ``count`` layers, heal into ``step_dir/model`` (resuming its checkpoints if any).
+
+    Scoring gets a fresh ``context.cache``: the healed model's similarities are new.
+    """
+    scores = METRICS.get(config.metric)(model, dataclasses.replace(context, cache={}))
     indices = scores.removal_order(count, config.exclude_first, config.exclude_last)
     chosen = {
         "metric": scores.metric,

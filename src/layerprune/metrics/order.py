@@ -5,11 +5,12 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from layerprune.metrics.base import LayerScores, ScoringContext, register_metric
+from layerprune.metrics.base import LayerScores, ScoringContext, data_free, register_metric
 from layerprune.models import num_layers
 
 
 @register_metric("reverse-order")
+@data_free
 def reverse_order(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     """Importance grows with depth reversed: score_i = L − i, so the last layers go first.
 
@@ -20,6 +21,7 @@ def reverse_order(model: PreTrainedModel, context: ScoringContext) -> LayerScore
 
 
 @register_metric("random")
+@data_free
 def random_order(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     """Seeded uniform random importance: score_i is layer i's rank in a random permutation."""
     generator = torch.Generator().manual_seed(context.seed)

@@ -1,0 +1,219 @@
+"""Calibration data: random windows of ``seq_len`` tokens from real text, reproducible for a seed.
+
+``CalibrationConfig(source, samples, seq_len, seed)`` names the text; :func:`load_calibration`
+tokenizes it and draws ``samples`` windows. Sources:
+
+* ``default``: the Python Language Reference as shipped inside CPython itself
+  (``pydoc_data.topics``, the text that ``help("if")`` prints: 79 topics, about 465k
+  characters of English prose with grammar snippets). It works offline on any fresh install.
+* ``wikitext2``, ``c4``, ``bookcorpus``, ``pg19``: training splits on the Hugging Face hub
+  via ``datasets`` (ids in :data:`HUB_SOURCES`). Never an evaluation test split.
+* a local file: ``.txt`` (the whole file is one document), ``.jsonl``/``.json`` (one
+  document per record: its ``text`` field, or an instruction record's
+  ``instruction``/``input``/``output`` flattened; Dolly's ``context``/``response`` are read
+  as ``input``/``output``), or ``.parquet`` (records as for JSON).
+
+Windows: every document is tokenized without special tokens. A window is drawn uniformly
+from all start positions of all documents that hold at least ``seq_len`` tokens (with
+replacement), so the same seed gives the same windows. If the tokenizer puts a BOS token in
+front of text by default (Llama 2, Gemma), each window starts with it and takes
+``seq_len − 1`` text tokens. All windows are full, so ``attention_mask`` is all ones.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from layerprune.errors import UserError
+
+
+@dataclass
+class CalibrationConfig:
+    """Which text to calibrate on and how much of it (the paper's default is 10 × 128 tokens)."""
+
+    source: str = "default"
+    samples: int = 10
+    seq_len: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise UserError(f"--samples must be at least 1, got {self.samples}")
+        if self.seq_len < 2:
+            raise UserError(f"--seq-len must be at least 2, got {self.seq_len}")
+
+
+@dataclass
+class CalibrationSet:
+    """``samples`` windows of ``seq_len`` token ids with their attention mask (1 = real token)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    config: CalibrationConfig
+
+    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Consecutive ``(input_ids, attention_mask)`` slices of at most ``batch_size`` windows."""
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        for start in range(0, len(self.input_ids), batch_size):
+            yield self.input_ids[start : start + batch_size], self.attention_mask[start : start + batch_size]
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A text dataset on the Hugging Face hub, read by streaming its first ``max_rows`` rows."""
+
+    path: str
+    name: str | None = None
+    split: str = "train"
+    data_files: str | None = None
+    join_rows: bool = False
+    max_rows: int | None = None
+
+
+HUB_SOURCES: dict[str, HubSource] = {
+    # The whole training split as one document, joined with blank lines as in SparseGPT/SLEB.
+    "wikitext2": HubSource("Salesforce/wikitext", "wikitext-2-raw-v1", join_rows=True),
+    # The first shard of C4's English training set, as in SparseGPT/Wanda/SLEB; one document per row.
+    "c4": HubSource("allenai/c4", data_files="en/c4-train.00000-of-01024.json.gz", max_rows=20_000),
+    # Rows are consecutive sentences of books; the first 200k are joined into one document.
+    "bookcorpus": HubSource("bookcorpus/bookcorpus", join_rows=True, max_rows=200_000),
+    # Whole public-domain books; one document per book.
+    "pg19": HubSource("deepmind/pg19", max_rows=50),
+}
+DEFAULT_SOURCE = "default"
+_FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
+
+
+def load_calibration(tokenizer: PreTrainedTokenizerBase, config: CalibrationConfig) -> CalibrationSet:
+    """Tokenize ``config.source`` and draw ``config.samples`` random windows of ``config.seq_len`` tokens."""
+    prefix = _bos_prefix(tokenizer)
+    length = config.seq_len - len(prefix)
+    documents = [ids for ids in _tokenize(tokenizer, read_documents(config.source)) if ids]
+    windows = _sample_windows(documents, length, config)
+    input_ids = torch.tensor([prefix + window for window in windows], dtype=torch.long)
+    return CalibrationSet(input_ids, torch.ones_like(input_ids), config)
+
+
+def read_documents(source: str) -> list[str]:
+    """The documents of a calibration source (see the module docstring for what each source is)."""
+    if source == DEFAULT_SOURCE:
+        return _python_reference_topics()
+    if source in HUB_SOURCES:
+        return _hub_documents(source, HUB_SOURCES[source])
+    path = Path(source).expanduser()
+    if path.suffix.lower() in _FILE_SUFFIXES and path.is_file():
+        return _file_documents(path)
+    if path.suffix.lower() in _FILE_SUFFIXES:
+        raise UserError(f"calibration file {source} does not exist")
+    names = ", ".join([DEFAULT_SOURCE, *HUB_SOURCES])
+    raise UserError(f"unknown calibration source {source!r}: use {names}, or a {'/'.join(_FILE_SUFFIXES)} file")
+
+
+def _python_reference_topics() -> list[str]:
+    from pydoc_data.topics import topics
+
+    return [topics[name] for name in sorted(topics)]
+
+
+def _hub_documents(name: str, spec: HubSource) -> list[str]:
+    import datasets
+
+    try:
+        rows = datasets.load_dataset(spec.path, spec.name, split=spec.split, data_files=spec.data_files, streaming=True)
+        texts = [record_text(row) for row in itertools.islice(rows, spec.max_rows)]
+    except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        raise UserError(
+            f"cannot load calibration source {name!r} ({spec.path}, split {spec.split}) from the Hugging Face hub: "
+            f"{type(error).__name__}: {error}. Offline, pass a local .txt/.jsonl/.json/.parquet file or 'default'"
+        ) from None
+    return ["\n\n".join(texts)] if spec.join_rows else texts
+
+
+def _file_documents(path: Path) -> list[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return [path.read_text(encoding="utf-8")]
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        records: Iterable[Any] = pyarrow.parquet.read_table(path).to_pylist()
+    elif suffix == ".jsonl":
+        lines = path.read_text(encoding="utf-8").splitlines()
+        records = [_parse_json(line, path, number) for number, line in enumerate(lines, 1) if line.strip()]
+    else:
+        records = _parse_json(path.read_text(encoding="utf-8"), path, None)
+        records = records if isinstance(records, list) else [records]
+    return [record_text(record, path) for record in records]
+
+
+def _parse_json(text: str, path: Path, line: int | None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"{path} line {line}" if line else str(path)
+        raise UserError(f"cannot read calibration file {where}: {error}") from None
+
+
+def record_text(record: Any, origin: Path | str = "dataset") -> str:
+    """A record's text: its ``text`` field, or instruction/input/output joined by blank lines."""
+    if isinstance(record, str):
+        return record
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        return record["text"]
+    if isinstance(record, dict) and "instruction" in record:
+        parts = [
+            record.get("instruction"),
+            record.get("input", record.get("context")),
+            record.get("output", record.get("response")),
+        ]
+        return "\n\n".join(str(part) for part in parts if part)
+    keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+    raise UserError(f"calibration record in {origin} has no 'text' or 'instruction' field (found {keys})")
+
+
+def _tokenize(tokenizer: PreTrainedTokenizerBase, documents: list[str]) -> list[list[int]]:
+    if not documents:
+        return []
+    return tokenizer(documents, add_special_tokens=False)["input_ids"]
+
+
+def _bos_prefix(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """``[bos]`` if the tokenizer puts BOS in front of text by default, else ``[]``."""
+    bos = tokenizer.bos_token_id
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return [bos] if bos is not None and ids[:1] == [bos] else []
+
+
+def _sample_windows(documents: list[list[int]], length: int, config: CalibrationConfig) -> list[list[int]]:
+    """``config.samples`` windows of ``length`` tokens, uniform over all valid (document, start) pairs."""
+    eligible = [ids for ids in documents if len(ids) >= length]
+    if not eligible:
+        longest = max((len(ids) for ids in documents), default=0)
+        total = sum(len(ids) for ids in documents)
+        raise UserError(
+            f"calibration source {config.source!r} is too short for --seq-len {config.seq_len}: its longest "
+            f"document has {longest} tokens ({total} tokens in {len(documents)} documents); "
+            f"need at least {length} tokens in one document"
+        )
+    ends = list(itertools.accumulate(len(ids) - length + 1 for ids in eligible))
+    generator = torch.Generator().manual_seed(config.seed)
+    positions = torch.randint(ends[-1], (config.samples,), generator=generator).tolist()
+    windows = []
+    for position in positions:
+        document = bisect.bisect_right(ends, position)
+        start = position - (ends[document - 1] if document else 0)
+        windows.append(eligible[document][start : start + length])
+    return windows

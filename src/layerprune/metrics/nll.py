@@ -1,0 +1,26 @@
+"""Summed next-token negative log-likelihood over the non-pad tokens of a batch."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel
+
+
+def token_nll(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """(Σ −log p(x_t+1 | x_≤t), number of predicted tokens); a target counts if it and its context token are real.
+
+    The sum is fp32 and keeps the autograd graph, so it serves both perplexity and gradients.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    targets = input_ids[:, 1:]
+    valid = predicted_positions(attention_mask)
+    losses = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    return losses[valid].sum(), int(valid.sum())
+
+
+def predicted_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """``[batch, seq − 1]`` bool: target t+1 is scored when both it and token t are real."""
+    return attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()

@@ -1,0 +1,46 @@
+"""SLEB: iterative greedy removal of the layer that hurts calibration NLL least (Song et al. 2024)."""
+
+from __future__ import annotations
+
+from transformers import PreTrainedModel
+
+from layerprune.errors import UserError
+from layerprune.metrics.base import LayerScores, ScoringContext, candidate_layers, register_metric
+from layerprune.metrics.removal import RemovalSearch
+from layerprune.models import num_layers
+
+
+def default_sleb_steps(count: int) -> int:
+    """A quarter of the layers, at least one."""
+    return max(1, round(count / 4))
+
+
+@register_metric("sleb")
+def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
+    """k times: remove argmin_j NLL(model without removed ∪ {j}); score = the step at which a layer went.
+
+    Song et al. 2024, "SLEB: Streamlining LLMs through Redundancy Verification and
+    Elimination of Transformer Blocks". ``sleb_steps`` rounds are run (default: a quarter of
+    the layers); layer removed in round t scores t. The layers still left score
+    ``steps + r``, r their rank by NLL in the last round, so a removal order longer than
+    ``steps`` continues one-shot from there. Candidates respect ``exclude_first/last``.
+    Each round re-runs only the layers above each candidate from cached inputs, and after a
+    removal only the caches above it are refreshed (equal to rebuilding the model, tested).
+    """
+    count = num_layers(model)
+    candidates = candidate_layers(count, context.exclude_first, context.exclude_last)
+    steps = context.sleb_steps or default_sleb_steps(count)
+    if steps > len(candidates) or steps >= count:
+        raise UserError(f"sleb cannot run {steps} steps: {len(candidates)} candidate layers of {count}")
+    search = RemovalSearch(model, context.require_calibration("sleb"), context.batch_size, context.progress)
+    scores = [float(count + i) for i in range(count)]
+    for step in range(steps):
+        table = search.nll_table([i for i in candidates if i not in search.removed], f"sleb step {step + 1}/{steps}")
+        chosen = min(table, key=lambda i: (table[i], i))
+        scores[chosen] = float(step)
+        if step + 1 < steps:
+            search.remove(chosen)
+    remaining = sorted((nll, i) for i, nll in table.items() if i != chosen)
+    for rank, (_, layer) in enumerate(remaining):
+        scores[layer] = float(steps + rank)
+    return LayerScores("sleb", scores)
