@@ -160,3 +160,4 @@ def test_token_budget_sets_the_steps(tmp_path, text_file) -> None:
     assert {len(e.input_ids) for e in data.train.examples} == {24}
     assert result.summary["steps"] == 5  # ⌈200 / (2 × 24)⌉
     assert result.summary["tokens_seen"] == 5 * 2 * 24
+    assert result.summary["train_examples"] == 5 * 2 < len(data.train)  # only what the budget reaches is used

@@ -92,6 +92,12 @@ class HealingData:
     validation: TokenizedDataset | None
     config: DataConfig
 
+    def limited(self, count: int) -> HealingData:
+        """At most ``count`` training examples (the split is already shuffled), validation re-indexed after them."""
+        train = TokenizedDataset(self.train.examples[:count])
+        validation = TokenizedDataset(self.validation.examples, len(train)) if self.validation else None
+        return HealingData(train, validation, self.config)
+
     def all_examples(self) -> list[Example]:
         """Training then validation examples, in ``sample_index`` order."""
         return self.train.examples + (self.validation.examples if self.validation else [])

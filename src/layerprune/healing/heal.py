@@ -81,7 +81,7 @@ def heal(
         trainer.add_callback(callback)
     began = time.perf_counter()
     trainer.train(resume_from_checkpoint=_resume_point(config))
-    summary = _summary(trainer, trainable, config, data, teacher, time.perf_counter() - began)
+    summary = _summary(trainer, trainable, config, teacher, time.perf_counter() - began)
     healed = method.finish(trainer.accelerator.unwrap_model(trainer.model), config.checkpoints())
     record_step(healed, "heal", **summary)
     if trainer.is_world_process_zero():
@@ -121,6 +121,8 @@ def _build_trainer(
 ) -> HealingTrainer:
     args = training_arguments(config.train, config.checkpoints(), data.validation is not None)
     args.max_steps = budget_steps(config.train, data.train, args.world_size)
+    if args.max_steps > 0:
+        data = data.limited(args.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size)
     return HealingTrainer(
         model=model,
         args=args,
@@ -158,7 +160,7 @@ def _prefix_cache(model, tokenizer, config: HealConfig, data: HealingData) -> Pr
     )
 
 
-def _summary(trainer: HealingTrainer, model, config: HealConfig, data: HealingData, teacher, seconds: float) -> dict:
+def _summary(trainer: HealingTrainer, model, config: HealConfig, teacher, seconds: float) -> dict:
     state, cache = trainer.state, trainer.prefix_cache
     return {
         "settings": {key: dataclasses.asdict(getattr(config, key)) for key in ("method", "loss", "data", "train")},
@@ -170,7 +172,7 @@ def _summary(trainer: HealingTrainer, model, config: HealConfig, data: HealingDa
         "steps": state.global_step,
         "processes": trainer.args.world_size,
         "tokens_seen": int(state.num_input_tokens_seen),
-        "train_examples": len(data.train),
+        "train_examples": len(trainer.train_dataset),
         "best_validation_loss": state.best_metric,
         "train_seconds": round(seconds, 3),
         "cached_prefix_layers": cache.start if cache else 0,
