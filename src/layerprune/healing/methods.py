@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -106,7 +107,7 @@ class Lora(HealingMethod):
         return get_peft_model(model, lora)
 
     def finish(self, model: nn.Module, work_dir: Path) -> PreTrainedModel:
-        model.save_pretrained(work_dir / "adapter")
+        save_adapter(model, work_dir)
         return model.merge_and_unload()
 
 
@@ -127,8 +128,15 @@ class QLora(Lora):
     def finish(self, model: nn.Module, work_dir: Path) -> PreTrainedModel:
         from peft import PeftModel
 
-        model.save_pretrained(work_dir / "adapter")
+        save_adapter(model, work_dir)
+        PartialState().wait_for_everyone()
         return PeftModel.from_pretrained(self.original, work_dir / "adapter").merge_and_unload()
+
+
+def save_adapter(model: nn.Module, work_dir: Path) -> None:
+    """The trained adapter in ``work_dir/adapter`` (written by the main process only)."""
+    if PartialState().is_main_process:
+        model.save_pretrained(work_dir / "adapter")
 
 
 def require_bitsandbytes() -> None:
