@@ -4,8 +4,11 @@ Compares partial K=3 + ce (the paper's recipe), LoRA + ce, partial K=3 + ce+kd a
 (teacher: the dense model), all on Dolly-15k with the same budget, and reports WikiText-2
 perplexity before/after and wall time; then the same partial run without the prefix cache
 (speed-up and equality check). Every run starts from a fresh copy of the pruned model.
+``--speedup-only`` compares cached and uncached partial training over several epochs, where
+the cache pays off (in one epoch each sample passes the frozen prefix once either way).
 
     LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/heal.py --metric reverse-order
+    LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/heal.py --speedup-only
 
 Perplexity here is a small helper (first ``--ppl-windows`` non-overlapping windows of
 ``--ppl-length`` tokens of wiki.test.raw) until ``layerprune.evaluation`` lands.
@@ -119,6 +122,44 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def prefix_speedup(args: argparse.Namespace) -> dict:
+    """Partial K=3 + ce with and without the prefix cache over ``--speedup-examples`` records for several epochs."""
+    torch.set_num_threads(args.threads)
+    walls, losses = {}, {}
+    for cached in (True, False):
+        model, tokenizer, _ = pruned(args.metric, args.remove, args.seed)
+        config = HealConfig(
+            output=str(Path(args.output) / f"speedup-{'cached' if cached else 'plain'}"),
+            method=MethodConfig("partial", 3, untie=True),
+            data=DataConfig(
+                "dolly",
+                seq_len=args.seq_len,
+                packing=True,
+                validation_size=args.validation,
+                max_examples=args.speedup_examples,
+                seed=args.seed,
+            ),
+            train=TrainConfig(
+                learning_rate=args.lr,
+                batch_size=args.batch_size,
+                epochs=args.speedup_epochs,
+                eval_steps=args.eval_steps,
+                warmup=0,
+                seed=args.seed,
+                cache_prefix=cached,
+            ),
+            overwrite=True,
+        )
+        began = time.perf_counter()
+        result = heal(model, tokenizer, config)
+        walls[cached], losses[cached] = time.perf_counter() - began, result.summary["best_validation_loss"]
+    report = {"epochs": args.speedup_epochs, "records": args.speedup_examples, "wall_cached_s": walls[True]}
+    report |= {"wall_uncached_s": walls[False], "speedup": walls[False] / walls[True]}
+    report |= {"val_loss_cached": losses[True], "val_loss_uncached": losses[False]}
+    print(json.dumps(report), flush=True)
+    return report
+
+
 def markdown(results: dict) -> str:
     header = ["recipe", "PPL before → after", "best val loss", "trainable params", "steps", "tokens", "wall (s)"]
     header += ["teacher (s)", "prefix cache (s)"]
@@ -154,8 +195,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--output", default="/tmp/layerprune-bench-heal")
-    results = run(parser.parse_args())
-    print(markdown(results))
+    parser.add_argument("--speedup-only", action="store_true", help="only the multi-epoch prefix-cache comparison")
+    parser.add_argument("--speedup-examples", type=int, default=8, help="records for the speed-up runs")
+    parser.add_argument("--speedup-epochs", type=float, default=4)
+    args = parser.parse_args()
+    if args.speedup_only:
+        prefix_speedup(args)
+        return
+    print(markdown(run(args)))
 
 
 if __name__ == "__main__":
