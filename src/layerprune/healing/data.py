@@ -2,9 +2,9 @@
 
 Every record is first turned into *segments* ``(text, trained)``; the segments are tokenised
 one by one and concatenated, so the label mask is exact by construction: tokens of a
-prompt segment get label −100, tokens of a trained segment get their own id. (The paper's
-released Dolly script masked nothing because it compared token counts of a re-tokenised
-prompt; segment-wise tokenisation has no such boundary problem.)
+prompt segment get label −100, tokens of a trained segment get their own id. (The Dolly
+script released with Lu et al., 2024 leaves every prompt token in the loss; tests here
+check the mask token by token for each format.)
 
 Formats (``DATA_FORMATS``): ``alpaca`` (instruction/input/output, rendered with the Alpaca
 template, the default for instruction data), ``dolly`` (instruction/context/response, same
