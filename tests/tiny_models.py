@@ -9,7 +9,7 @@ per-layer attention types so that surgery bugs in ``layer_types`` are visible.
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
 VOCAB = 96
@@ -116,20 +116,21 @@ def token_batch(batch: int = 2, length: int = 12, seed: int = 0) -> torch.Tensor
     return torch.randint(3, VOCAB, (batch, length), generator=generator)
 
 
-_SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
-_CHARACTERS = " etaoinshrdlcumwfgypbvkjxqzETAOINSHRDLCUMWFGYPBVKJXQZ0123456789.,;:!?'\"()-\n"
+def tiny_tokenizer(bos: bool = False) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer matching the tiny models' vocabulary (no downloads).
 
-
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer whose ids fit the tiny models' vocabulary (pad 0, bos 1, eos 2)."""
-    vocab = {token: index for index, token in enumerate(_SPECIALS + list(dict.fromkeys(_CHARACTERS)))}
-    assert len(vocab) <= VOCAB
-    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")
+    Ids 0/1/2 are pad/BOS/EOS; printable ASCII characters get ids 3..95 (space is 3); other
+    characters (newline included) read as pad. ``bos=True`` puts BOS in front of text by
+    default, as Llama 2's tokenizer does.
+    """
+    characters = [chr(code) for code in range(32, 32 + VOCAB - 3)]
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{c: i + 3 for i, c in enumerate(characters)}}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     backend.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
-    )
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
 
 
 def tiny_model_dir(path, family: str = "llama", seed: int = 0, **overrides):

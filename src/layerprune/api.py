@@ -15,6 +15,8 @@ from layerprune.evaluation import (
     run_tasks,
     write_results,
 )
+from layerprune.healing import DataConfig, HealConfig, LossConfig, MethodConfig, TrainConfig, heal
+from layerprune.healing.iterate import IterateConfig, iterate
 from layerprune.merging import MERGE_OPERATORS, LacoConfig, MergeConfig, SlmConfig, merge_model
 from layerprune.merging.streamline import StreamlineConfig, replace_block
 from layerprune.metrics import METRICS, LayerScores, Scores, ScoringContext, score
@@ -29,20 +31,28 @@ __all__ = [
     "METRICS",
     "CalibrationConfig",
     "CalibrationSet",
+    "DataConfig",
     "EvalConfig",
     "HarnessOptions",
+    "HealConfig",
+    "IterateConfig",
     "LacoConfig",
     "LayerScores",
+    "LossConfig",
     "MergeConfig",
+    "MethodConfig",
     "PerplexityOptions",
     "Scores",
     "ScoringContext",
     "SlmConfig",
     "SpeedOptions",
     "StreamlineConfig",
+    "TrainConfig",
     "compare_table",
     "evaluate",
     "get_provenance",
+    "heal",
+    "iterate",
     "keep_layers",
     "load_calibration",
     "load_model",

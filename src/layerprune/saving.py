@@ -11,7 +11,7 @@ import contextlib
 import json
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,12 +83,14 @@ def save_model(
     dtype: str | torch.dtype | None = None,
     overwrite: bool = False,
     extra_record: dict[str, Any] | None = None,
+    write_extra: Callable[[Path], None] | None = None,
 ) -> Path:
     """Save ``model`` (with its generation config) and ``tokenizer`` atomically, plus ``layerprune.json``.
 
     The dtype is kept unless ``dtype`` names another. ``layerprune.json`` records the
     source model, the removed source-layer indices, every step with its method and
-    scores, and package versions.
+    scores, and package versions. ``write_extra(directory)`` may add files to the output
+    before it is moved into place.
     """
     output_dir = Path(output_dir)
     target_dtype = resolve_dtype(dtype)
@@ -100,4 +102,6 @@ def save_model(
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_json(tmp / RECORD_FILE, record)
+        if write_extra is not None:
+            write_extra(tmp)
     return output_dir

@@ -1,0 +1,265 @@
+"""Healing data: instruction records or plain text → token ids with labels, split, cut and packed.
+
+Every record is first turned into *segments* ``(text, trained)``; the segments are tokenised
+one by one and concatenated, so the label mask is exact by construction: tokens of a
+prompt segment get label −100, tokens of a trained segment get their own id. (The Dolly
+script released with Lu et al., 2024 leaves every prompt token in the loss; tests here
+check the mask token by token for each format.)
+
+Formats (``DATA_FORMATS``): ``alpaca`` (instruction/input/output, rendered with the Alpaca
+template, the default for instruction data), ``dolly`` (instruction/context/response, same
+template), ``messages`` (chat turns rendered with the tokenizer's chat template; every
+assistant turn is trained), ``text`` (plain text, every token trained).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from layerprune.data_paths import data_file
+from layerprune.errors import UserError
+from layerprune.registry import Registry
+
+IGNORE = -100
+ALPACA_PROMPT = (
+    "Below is an instruction that describes a task, paired with an input that provides further context. "
+    "Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_PROMPT_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Response:\n"
+)
+SHORTCUTS = {
+    "dolly": "dolly15k/databricks-dolly-15k-v1-nocategory.jsonl",
+    "alpaca": "alpaca_subset/alpaca_5000.json",
+    "wikitext2": "wikitext2/raw_slices/wiki.train.nonempty.first1MB.txt",
+    "c4": "c4_sample/c4_demo.jsonl",
+}
+
+Segments = list[tuple[str, bool]]
+FormatFunction = Callable[[dict[str, Any], PreTrainedTokenizerBase], Segments]
+DATA_FORMATS: Registry[FormatFunction] = Registry("data format")
+
+
+@dataclass
+class DataConfig:
+    """Where the data comes from and how it is cut. ``validation_size`` < 1 is a fraction, else a count."""
+
+    source: str = "dolly"
+    format: str = "auto"
+    seq_len: int = 256
+    packing: bool = False
+    validation_size: float = 0.05
+    max_examples: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Example:
+    input_ids: list[int]
+    labels: list[int]
+
+
+class TokenizedDataset(torch.utils.data.Dataset):
+    """Examples with a global ``sample_index`` (the key of the cached-prefix hidden states)."""
+
+    def __init__(self, examples: Sequence[Example], first_index: int = 0) -> None:
+        self.examples = list(examples)
+        self.first_index = first_index
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.examples[index]
+        return {"input_ids": example.input_ids, "labels": example.labels, "sample_index": self.first_index + index}
+
+    def token_count(self) -> int:
+        return sum(len(e.input_ids) for e in self.examples)
+
+
+@dataclass
+class HealingData:
+    train: TokenizedDataset
+    validation: TokenizedDataset | None
+    config: DataConfig
+
+    def limited(self, count: int) -> HealingData:
+        """At most ``count`` training examples (the split is already shuffled), validation re-indexed after them."""
+        train = TokenizedDataset(self.train.examples[:count])
+        validation = TokenizedDataset(self.validation.examples, len(train)) if self.validation else None
+        return HealingData(train, validation, self.config)
+
+    def all_examples(self) -> list[Example]:
+        """Training then validation examples, in ``sample_index`` order."""
+        return self.train.examples + (self.validation.examples if self.validation else [])
+
+
+@DATA_FORMATS.register("alpaca")
+def alpaca_segments(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Segments:
+    """Alpaca template prompt (untrained) + ``output`` + EOS (trained); the no-input variant if ``input`` is empty."""
+    instruction, extra = str(record["instruction"]).strip(), str(record.get("input") or "").strip()
+    template = ALPACA_PROMPT if extra else ALPACA_PROMPT_NO_INPUT
+    prompt = template.format(instruction=instruction, input=extra)
+    return [(prompt, False), (str(record["output"]).strip() + tokenizer.eos_token, True)]
+
+
+@DATA_FORMATS.register("dolly")
+def dolly_segments(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Segments:
+    """Dolly's instruction/context/response rendered as Alpaca instruction/input/output."""
+    mapped = {"instruction": record["instruction"], "input": record.get("context"), "output": record["response"]}
+    return alpaca_segments(mapped, tokenizer)
+
+
+@DATA_FORMATS.register("messages")
+def message_segments(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Segments:
+    """Chat ``messages`` via the tokenizer's chat template; each assistant turn (with its end marker) is trained.
+
+    Segment boundaries are differences of rendered prefixes: the text before assistant turn
+    ``i`` is ``render(messages[:i], add_generation_prompt=True)``.
+    """
+    messages = record["messages"]
+    if tokenizer.chat_template is None:
+        raise UserError("the tokenizer has no chat template; 'messages' data needs one (or use --data-format text)")
+    segments: Segments = []
+    done = ""
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:index], tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(messages[: index + 1], tokenize=False)
+        if not (prompt.startswith(done) and full.startswith(prompt)):
+            raise UserError("the chat template does not render conversations prefix by prefix; cannot mask prompts")
+        segments += [(prompt[len(done) :], False), (full[len(prompt) :], True)]
+        done = full
+    return segments
+
+
+@DATA_FORMATS.register("text")
+def text_segments(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> Segments:
+    """Plain text (field ``text``) followed by EOS; every token is trained (language-model healing)."""
+    return [(str(record["text"]) + tokenizer.eos_token, True)]
+
+
+def detect_format(record: dict[str, Any]) -> str:
+    """The format whose fields the record has."""
+    keys = set(record)
+    for name, fields in (("messages", {"messages"}), ("alpaca", {"instruction", "output"})):
+        if fields <= keys:
+            return name
+    if {"instruction", "response"} <= keys:
+        return "dolly"
+    if "text" in keys:
+        return "text"
+    raise UserError(f"cannot tell the data format from fields {sorted(keys)}; pass --data-format")
+
+
+def tokenize_segments(segments: Segments, tokenizer: PreTrainedTokenizerBase) -> Example:
+    """Concatenate the segments' tokens; the first segment adds the tokenizer's BOS (if it uses one)."""
+    input_ids: list[int] = []
+    labels: list[int] = []
+    for position, (text, trained) in enumerate(segments):
+        ids = tokenizer(text, add_special_tokens=position == 0)["input_ids"]
+        input_ids += ids
+        labels += ids if trained else [IGNORE] * len(ids)
+    return Example(input_ids, labels)
+
+
+def read_records(source: str) -> list[dict[str, Any]]:
+    """Records from a shortcut (see ``SHORTCUTS``), a json/jsonl/parquet/txt file or a hub id."""
+    path = data_file(SHORTCUTS[source]) if source in SHORTCUTS else Path(source)
+    if path.is_file():
+        return _read_file(path)
+    if path.exists() or path.suffix in {".json", ".jsonl", ".parquet", ".txt"}:
+        raise UserError(f"data file {source} not found")
+    import datasets
+
+    return list(datasets.load_dataset(source, split="train"))
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet
+
+        return pyarrow.parquet.read_table(path).to_pylist()
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+    if path.suffix == ".json":
+        data = json.loads(text)
+        return data if isinstance(data, list) else data["data"]
+    return [{"text": line} for line in text.splitlines() if line.strip()]
+
+
+def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) -> HealingData:
+    """Read, shuffle (seeded), split, tokenise, cut to ``seq_len`` (or pack) the healing data."""
+    records = read_records(config.source)
+    if not records:
+        raise UserError(f"no records in {config.source}")
+    name = detect_format(records[0]) if config.format == "auto" else config.format
+    render = DATA_FORMATS.get(name)
+    order = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    validation_count = _validation_count(config.validation_size, len(records))
+    split = {"validation": order[:validation_count], "train": order[validation_count:][: config.max_examples]}
+    parts = {
+        key: _prepare([render(records[i], tokenizer) for i in idx], tokenizer, config) for key, idx in split.items()
+    }
+    if not parts["train"]:
+        raise UserError(f"no training examples left from {config.source} at --seq-len {config.seq_len}")
+    train = TokenizedDataset(parts["train"])
+    validation = TokenizedDataset(parts["validation"], first_index=len(train)) if parts["validation"] else None
+    return HealingData(train, validation, config)
+
+
+def _validation_count(size: float, total: int) -> int:
+    count = round(size * total) if size < 1 else int(size)
+    if size < 0 or count >= total:
+        raise UserError(f"--validation-size {size} leaves no training data out of {total} records")
+    return count
+
+
+def _prepare(rendered: list[Segments], tokenizer: PreTrainedTokenizerBase, config: DataConfig) -> list[Example]:
+    examples = [tokenize_segments(segments, tokenizer) for segments in rendered]
+    if config.packing:
+        cut = pack(examples, config.seq_len)
+    else:
+        cut = [Example(e.input_ids[: config.seq_len], e.labels[: config.seq_len]) for e in examples]
+    return [e for e in cut if any(label != IGNORE for label in e.labels[1:])]
+
+
+def pack(examples: Sequence[Example], seq_len: int) -> list[Example]:
+    """Concatenate all examples and cut the stream into ``seq_len`` blocks (the incomplete tail is dropped).
+
+    Attention is not blocked at example boundaries (the usual simple packing); labels keep
+    each example's prompt mask.
+    """
+    ids = [token for e in examples for token in e.input_ids]
+    labels = [label for e in examples for label in e.labels]
+    blocks = range(0, len(ids) - seq_len + 1, seq_len)
+    return [Example(ids[s : s + seq_len], labels[s : s + seq_len]) for s in blocks]
+
+
+def collate(features: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a batch: padding gets attention 0 and label −100."""
+    length = max(len(f["input_ids"]) for f in features)
+
+    def padded(key: str, value: int) -> torch.Tensor:
+        return torch.tensor([f[key] + [value] * (length - len(f[key])) for f in features])
+
+    input_ids = padded("input_ids", pad_token_id)
+    attention_mask = torch.tensor([[1] * len(f["input_ids"]) + [0] * (length - len(f["input_ids"])) for f in features])
+    sample_index = torch.tensor([f["sample_index"] for f in features])
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": padded("labels", IGNORE),
+        "sample_index": sample_index,
+    }

@@ -1,0 +1,207 @@
+"""``heal``: fine-tune a pruned model (method × loss) and save it as a plain Hugging Face model.
+
+Output: ``config.output`` (written atomically) holds the model, ``layerprune.json`` with a
+``heal`` step (all settings, budget used, best validation loss, teacher cost, cache use),
+``loss_curve.json`` and, for LoRA, the adapter in ``adapter/``. Checkpoints go to
+``checkpoint_dir`` (default ``<output>.checkpoints``) so that ``resume`` can continue a
+killed run; they are deleted after a successful save unless ``keep_checkpoints``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from layerprune.errors import UserError
+from layerprune.healing.data import DataConfig, HealingData, collate, load_healing_data
+from layerprune.healing.losses import LOSSES, LossConfig
+from layerprune.healing.methods import METHODS, MethodConfig, frozen_prefix_length, trainable_parameter_names
+from layerprune.healing.prefix_cache import PrefixCache, build_prefix_cache
+from layerprune.healing.teacher import check_vocabulary, load_teacher, prepare_teacher, teacher_bytes
+from layerprune.healing.trainer import HealingTrainer, TrainConfig, budget_steps, training_arguments
+from layerprune.provenance import get_provenance, record_step
+from layerprune.saving import save_model, write_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HealConfig:
+    """A healing run. ``teacher`` is a model spec or ``"source"`` (the dense model in ``layerprune.json``)."""
+
+    output: str
+    method: MethodConfig = field(default_factory=MethodConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: str = "source"
+    checkpoint_dir: str | None = None
+    overwrite: bool = False
+    save_dtype: str | None = None
+
+    def checkpoints(self) -> Path:
+        return Path(self.checkpoint_dir or f"{Path(self.output)}.checkpoints")
+
+
+@dataclass
+class HealResult:
+    model: PreTrainedModel
+    output: Path
+    summary: dict[str, Any]
+
+
+def heal(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: HealConfig,
+    teacher: PreTrainedModel | None = None,
+    data: HealingData | None = None,
+    callbacks: list[TrainerCallback] | None = None,
+) -> HealResult:
+    """Train ``model`` with ``config`` and save it to ``config.output``.
+
+    ``teacher`` and ``data`` replace loading them from ``config``; ``callbacks`` go to the Trainer.
+    """
+    LOSSES.get(config.loss.name)
+    method = METHODS.get(config.method.name)()
+    _check_output(config)
+    data = data or load_healing_data(tokenizer, config.data)
+    teacher = _teacher(model, config, teacher)
+    trainable = method.prepare(model, config.method)
+    trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
+    for callback in callbacks or []:
+        trainer.add_callback(callback)
+    began = time.perf_counter()
+    trainer.train(resume_from_checkpoint=_resume_point(config))
+    summary = _summary(trainer, trainable, config, teacher, time.perf_counter() - began)
+    healed = method.finish(trainer.accelerator.unwrap_model(trainer.model), config.checkpoints())
+    record_step(healed, "heal", **summary)
+    if trainer.is_world_process_zero():
+        _save(healed, tokenizer, config, trainer)
+    trainer.accelerator.wait_for_everyone()
+    return HealResult(healed, Path(config.output), summary)
+
+
+def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel | None) -> PreTrainedModel | None:
+    if not config.loss.needs_teacher:
+        return None
+    if given is None:
+        return load_teacher(model, config.teacher)
+    check_vocabulary(model, given)
+    return prepare_teacher(given)
+
+
+def _check_output(config: HealConfig) -> None:
+    if Path(config.output).exists() and not config.overwrite:
+        raise UserError(f"output {config.output} already exists; pass --overwrite to replace it")
+    existing = get_last_checkpoint(config.checkpoints()) if config.checkpoints().is_dir() else None
+    if existing and not (config.train.resume or config.overwrite):
+        raise UserError(f"{config.checkpoints()} holds checkpoints; pass --resume to continue or --overwrite")
+
+
+def _resume_point(config: HealConfig) -> str | None:
+    if not config.train.resume:
+        return None
+    last = get_last_checkpoint(config.checkpoints()) if config.checkpoints().is_dir() else None
+    if last is None:
+        logger.warning("--resume: no checkpoint in %s, starting from the beginning", config.checkpoints())
+    return last
+
+
+def _build_trainer(
+    model, tokenizer, config: HealConfig, data: HealingData, teacher: PreTrainedModel | None
+) -> HealingTrainer:
+    args = training_arguments(config.train, config.checkpoints(), data.validation is not None)
+    args.max_steps = budget_steps(config.train, data.train, args.world_size)
+    if args.max_steps > 0:
+        data = data.limited(args.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size)
+    return HealingTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        eval_dataset=data.validation,
+        data_collator=lambda features: collate(features, _pad_id(tokenizer)),
+        loss_config=config.loss,
+        teacher=teacher,
+        prefix_cache=_prefix_cache(model, tokenizer, config, data),
+    )
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise UserError("the tokenizer has neither a pad nor an eos token")
+    return pad
+
+
+def _prefix_cache(model, tokenizer, config: HealConfig, data: HealingData) -> PrefixCache | None:
+    """A cache of the frozen prefix's output when there is one (partial with K < L and untied/frozen embeddings)."""
+    if not config.train.cache_prefix or not isinstance(model, PreTrainedModel):
+        return None
+    start = frozen_prefix_length(model)
+    if start == 0:
+        return None
+    return build_prefix_cache(
+        model,
+        data.all_examples(),
+        start,
+        batch_size=config.train.batch_size,
+        pad_token_id=_pad_id(tokenizer),
+        memory_budget=int(config.train.cache_memory_gb * 2**30),
+        spill_dir=config.checkpoints(),
+    )
+
+
+def _summary(trainer: HealingTrainer, model, config: HealConfig, teacher, seconds: float) -> dict:
+    state, cache = trainer.state, trainer.prefix_cache
+    return {
+        "settings": {key: dataclasses.asdict(getattr(config, key)) for key in ("method", "loss", "data", "train")},
+        "teacher": None if teacher is None else get_provenance(teacher).source,
+        "teacher_bytes": teacher_bytes(teacher),
+        "teacher_seconds": round(trainer.teacher_seconds, 3),
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "trainable_tensors": len(trainable_parameter_names(model)),
+        "steps": state.global_step,
+        "processes": trainer.args.world_size,
+        "tokens_seen": int(state.num_input_tokens_seen),
+        "train_examples": len(trainer.train_dataset),
+        "best_validation_loss": state.best_metric,
+        "train_seconds": round(seconds, 3),
+        "cached_prefix_layers": cache.start if cache else 0,
+        "cache_bytes": cache.nbytes if cache else 0,
+        "cache_seconds": round(cache.build_seconds, 3) if cache else 0.0,
+    }
+
+
+def loss_curve(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, float]]]:
+    """Training and validation loss by step, from ``Trainer.state.log_history``."""
+    train = [
+        {"step": e["step"], "loss": e["loss"], "learning_rate": e.get("learning_rate")}
+        for e in log_history
+        if "loss" in e
+    ]
+    validation = [{"step": e["step"], "loss": e["eval_loss"]} for e in log_history if "eval_loss" in e]
+    return {"train": train, "validation": validation}
+
+
+def _save(model: PreTrainedModel, tokenizer, config: HealConfig, trainer: HealingTrainer) -> None:
+    adapter = config.checkpoints() / "adapter"
+
+    def write_extra(directory: Path) -> None:
+        write_json(directory / "loss_curve.json", loss_curve(trainer.state.log_history))
+        if adapter.is_dir():
+            shutil.copytree(adapter, directory / "adapter")
+
+    save_model(
+        model, tokenizer, config.output, dtype=config.save_dtype, overwrite=config.overwrite, write_extra=write_extra
+    )
+    if not config.train.keep_checkpoints:
+        shutil.rmtree(config.checkpoints(), ignore_errors=True)

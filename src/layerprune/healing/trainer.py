@@ -1,0 +1,159 @@
+"""The one healing trainer: a transformers ``Trainer`` whose ``compute_loss`` knows the healing losses.
+
+Everything else (optimizer, warm-up and schedule, gradient accumulation, evaluation, best
+checkpoint by validation loss, checkpoints and resume, progress bar, ``accelerate launch``,
+DeepSpeed/FSDP) is transformers' own code, configured from :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainingArguments
+
+from layerprune.errors import UserError
+from layerprune.execution import resumed_from
+from layerprune.healing.data import TokenizedDataset
+from layerprune.healing.losses import LOSSES, LossConfig
+from layerprune.healing.prefix_cache import PrefixCache
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. The budget is ``max_steps``, else ``max_tokens`` (input tokens), else ``epochs``.
+
+    ``warmup`` < 1 is a fraction of the steps. ``eval_steps`` is also the checkpoint interval,
+    so that the best checkpoint by validation loss can be restored at the end.
+    """
+
+    learning_rate: float = 1e-4
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    epochs: float = 1.0
+    warmup: float = 0.03
+    scheduler: str = "cosine"
+    weight_decay: float = 0.0
+    eval_steps: int = 50
+    logging_steps: int = 10
+    save_total_limit: int = 2
+    seed: int = 0
+    bf16: bool = False
+    resume: bool = False
+    cache_prefix: bool = True
+    cache_memory_gb: float = 4.0
+    keep_checkpoints: bool = False
+
+
+class HealingTrainer(Trainer):
+    """``Trainer`` with the healing loss (ce, kd, ce+kd), an optional teacher and an optional prefix cache."""
+
+    loss_is_scaled_for_ga = False
+
+    def __init__(
+        self,
+        *args: Any,
+        loss_config: LossConfig,
+        teacher: PreTrainedModel | None = None,
+        prefix_cache: PrefixCache | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.loss_config = loss_config
+        self.loss_function = LOSSES.get(loss_config.name)
+        self.teacher = teacher.to(self.args.device) if teacher is not None else None
+        self.prefix_cache = prefix_cache
+        self.teacher_seconds = 0.0
+
+    def compute_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        logits = self.student_logits(model, inputs)
+        teacher_logits = self.teacher_logits(inputs) if self.loss_config.needs_teacher else None
+        loss = self.loss_function(logits, inputs["labels"], teacher_logits, self.loss_config)
+        return (loss, {"logits": logits}) if return_outputs else loss
+
+    def student_logits(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The student's logits; with a prefix cache, layers below ``cache.start`` are replayed, not run."""
+        call = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+        if self.prefix_cache is None:
+            return model(**call).logits
+        cache = self.prefix_cache
+        hidden = cache.batch(inputs["sample_index"].cpu(), inputs["input_ids"].shape[1])
+        dtype = next(model.parameters()).dtype
+        unwrapped = self.accelerator.unwrap_model(model)
+        with resumed_from(unwrapped, cache.start, hidden.to(inputs["input_ids"].device, dtype)):
+            return model(**call).logits
+
+    def teacher_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The teacher's logits, computed in inference mode (no graph) and timed."""
+        if self.teacher is None:
+            raise UserError(f"the {self.loss_config.name} loss needs a teacher model")
+        began = time.perf_counter()
+        with torch.inference_mode():
+            logits = self.teacher(
+                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
+            ).logits
+        self.teacher_seconds += time.perf_counter() - began
+        return logits.clone()
+
+
+def budget_steps(config: TrainConfig, train: TokenizedDataset, world_size: int) -> int:
+    """Optimizer steps for the budget: ``max_steps``, or ``⌈max_tokens / tokens per step⌉``, or −1 (use epochs).
+
+    Tokens per step = batch × accumulation × processes × mean example length (exact with packing).
+    """
+    if config.max_steps is not None:
+        return config.max_steps
+    if config.max_tokens is None:
+        return -1
+    mean_length = train.token_count() / len(train)
+    per_step = config.batch_size * config.gradient_accumulation * world_size * mean_length
+    return max(1, math.ceil(config.max_tokens / per_step))
+
+
+def training_arguments(config: TrainConfig, checkpoint_dir: Path, has_validation: bool) -> TrainingArguments:
+    """transformers ``TrainingArguments`` for a healing run (checkpoints every ``eval_steps``)."""
+    evaluation = "steps" if has_validation else "no"
+    return TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.scheduler,
+        warmup_steps=config.warmup,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        logging_steps=config.logging_steps,
+        eval_strategy=evaluation,
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=has_validation,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        seed=config.seed,
+        data_seed=config.seed,
+        bf16=config.bf16,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        prediction_loss_only=True,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,
+    )
