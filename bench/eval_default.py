@@ -13,11 +13,11 @@ to ``OUT_DIR/<variant>.json``. A Markdown table with the wall times goes to
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from layerprune.cli.common import console
+from layerprune.data_paths import data_dir
 from layerprune.evaluation import EvalConfig, HarnessOptions, PerplexityOptions, evaluate
 from layerprune.evaluation.results import compare_table, write_results
 from layerprune.evaluation.tasks import SUITES
@@ -33,7 +33,7 @@ SUITE = "zeroshot7"
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=500, help="first N examples per task")
-    parser.add_argument("--data-dir", default=os.environ.get("LAYERPRUNE_DATA", str(REPO.parent / "shared" / "data")))
+    parser.add_argument("--data-dir", default=str(data_dir()))
     parser.add_argument("--methods", default="dense,reverse-order,bi", help="variants, comma separated")
     parser.add_argument("--remove", type=int, default=8, help="layers to remove in the pruned variants")
     parser.add_argument("--batch-size", type=int, default=HarnessOptions.batch_size)

@@ -18,13 +18,12 @@ WikiText-2 *train* slice.
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from pathlib import Path
 
 import torch
 
 from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.data_paths import data_dir
 from layerprune.evaluation.perplexity import PerplexityOptions, perplexity
 from layerprune.merging import (
     MERGE_OPERATORS,
@@ -43,10 +42,6 @@ from layerprune.merging.streamline import StreamlineConfig, replace_block
 from layerprune.metrics import METRICS, ScoringContext
 from layerprune.models import decoder_layers, load_model
 from layerprune.surgery import remove_layers
-
-
-def data_dir() -> Path:
-    return Path(os.environ.get("LAYERPRUNE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def arguments() -> argparse.Namespace:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from layerprune.data_paths import data_dir as shared_data_dir
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The shared benchmark data (``$LAYERPRUNE_DATA`` or ``<repo>/../shared/data``); skip if absent."""
-    path = Path(os.environ.get("LAYERPRUNE_DATA", REPO_ROOT.parent / "shared" / "data"))
+    path = shared_data_dir()
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path

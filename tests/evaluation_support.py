@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from layerprune.data_paths import data_dir as shared_data_dir
 from tiny_models import tiny_model
 
-REPO = Path(__file__).resolve().parents[1]
 TOKENIZER_VOCAB = 300
 _CORPUS = ["Question: Which of these is a source of energy for plants? Answer: sunlight, water, soil."] * 20
 
 
 def data_dir() -> Path:
     """``$LAYERPRUNE_DATA`` or ``<repo>/../shared/data``; tests that need it skip when it is absent."""
-    path = Path(os.environ.get("LAYERPRUNE_DATA", REPO.parent / "shared" / "data"))
+    path = shared_data_dir()
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}; set LAYERPRUNE_DATA")
     return path
