@@ -10,6 +10,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
 from layerprune.errors import UserError
 from layerprune.models import load_model
+from layerprune.models.architectures import num_layers
+from layerprune.saving import save_model
 
 console = Console()
 
@@ -82,3 +84,25 @@ def parse_int_list(text: str) -> list[int]:
 def parameter_count(model: PreTrainedModel) -> int:
     """Unique parameters (tied weights counted once)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--output DIR`` (written atomically) and ``--overwrite``."""
+    parser.add_argument("--output", required=True, help=f"directory for {what}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def model_size(model: PreTrainedModel) -> tuple[int, int]:
+    """(decoder layers, parameters) of ``model``, to report a change in size."""
+    return num_layers(model), parameter_count(model)
+
+
+def save_and_report_size(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, args: argparse.Namespace, before: tuple[int, int]
+) -> None:
+    """Save the model atomically to ``args.output`` and print its size before and after."""
+    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
+    layers, parameters = model_size(model)
+    console.print(f"layers:     {before[0]} → {layers}")
+    console.print(f"parameters: {before[1]:,} → {parameters:,}")
+    console.print(f"saved to {args.output}")

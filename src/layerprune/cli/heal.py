@@ -14,7 +14,7 @@ import argparse
 
 from accelerate import PartialState
 
-from layerprune.cli.common import add_model_arguments, console, load_from_arguments
+from layerprune.cli.common import add_model_arguments, add_output_arguments, console, load_from_arguments
 from layerprune.healing import (
     LOSSES,
     METHODS,
@@ -31,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("heal", help="fine-tune a pruned model (LoRA, QLoRA, partial, full; ce/kd)")
     add_model_arguments(parser)
     add_heal_arguments(parser)
-    parser.add_argument("--output", required=True, help="directory for the healed model")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_output_arguments(parser, "the healed model")
     parser.add_argument("--save-dtype", default=None, help="dtype of the saved weights (default: keep)")
     parser.set_defaults(run=run)
 

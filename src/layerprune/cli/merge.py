@@ -7,14 +7,15 @@ import argparse
 from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_arguments,
     calibration_from_arguments,
     console,
     load_from_arguments,
-    parameter_count,
+    model_size,
+    save_and_report_size,
 )
 from layerprune.merging import MERGE_METHODS, MERGE_OPERATORS, SIMILARITIES, MergeConfig, format_groups, merge_model
 from layerprune.models import num_layers
-from layerprune.saving import save_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--laco-lowest", type=int, default=laco.lowest, help="LaCo L: lowest layer to merge")
     parser.add_argument("--laco-highest", type=int, default=laco.highest, help="LaCo H: highest layer (default last)")
     add_calibration_arguments(parser)
-    parser.add_argument("--output", required=True, help="directory for the merged model")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_output_arguments(parser, "the merged model")
     parser.set_defaults(run=run)
 
 
@@ -61,9 +61,8 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_arguments(args)
     model, tokenizer = load_from_arguments(args)
     target = config.validate(num_layers(model))
-    before_layers, before_params = num_layers(model), parameter_count(model)
+    before = model_size(model)
     result = merge_model(model, calibration_from_arguments(args, tokenizer), config)
-    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
     for step in result.stack.steps:
         console.print(f"step: fused input layers {step.first}–{step.last}, similarity {step.similarity:.4f}")
     if result.target is not None:
@@ -71,7 +70,5 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"groups:     {', '.join(format_groups(result.stack)) or 'none'}")
     console.print(f"threshold:  {result.threshold:.6f} ({config.similarity}, {config.method}, {config.operator})")
     console.print(f"search:     {result.evaluations} candidates in {result.seconds:.1f} s")
-    console.print(f"layers:     {before_layers} → {num_layers(model)}")
-    console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
-    console.print(f"saved to {args.output}")
+    save_and_report_size(model, tokenizer, args, before)
     return 0

@@ -9,17 +9,18 @@ from typing import Any
 from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_arguments,
     calibration_config_from_arguments,
     console,
     load_from_arguments,
-    parameter_count,
+    model_size,
     parse_int_list,
+    save_and_report_size,
 )
 from layerprune.cli.score import add_scoring_arguments, scoring_settings
 from layerprune.errors import UserError
 from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
-from layerprune.saving import save_model
 from layerprune.surgery import remove_layers
 
 
@@ -42,11 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scores", default=None, help="reuse a scores.json written by `layerprune score`")
     add_calibration_arguments(parser)
     add_scoring_arguments(parser)
-    parser.add_argument("--output", required=True, help="directory for the pruned model")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    parser.add_argument(
-        "--save-dtype", dest="save_dtype", default=None, help="dtype of the saved weights (default: keep)"
-    )
+    add_output_arguments(parser, "the pruned model")
     parser.set_defaults(run=run)
 
 
@@ -57,17 +54,14 @@ def run(args: argparse.Namespace) -> int:
     if explicit is None:
         METRICS.get(args.metric)  # an unknown name fails before the model loads
     model, tokenizer = load_from_arguments(args)
-    before_layers, before_params = num_layers(model), parameter_count(model)
+    before = model_size(model)
     if explicit is not None:
         indices, details = explicit, {"method": "manual"}
     else:
         indices, details = _select(model, tokenizer, args)
     remove_layers(model, indices, **details)
-    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
     console.print(f"removed layers {indices} ({details['method']})")
-    console.print(f"layers:     {before_layers} → {num_layers(model)}")
-    console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
-    console.print(f"saved to {args.output}")
+    save_and_report_size(model, tokenizer, args, before)
     return 0
 
 

@@ -8,14 +8,14 @@ from layerprune.calibration import CalibrationConfig, load_calibration
 from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_arguments,
     calibration_from_arguments,
     console,
     load_from_arguments,
-    parameter_count,
+    model_size,
+    save_and_report_size,
 )
 from layerprune.merging.streamline import BLOCK_METRICS, TRAINING_LOSSES, StreamlineConfig, replace_block
-from layerprune.models import num_layers
-from layerprune.saving import save_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per training step")
     add_calibration_arguments(parser)
-    parser.add_argument("--output", required=True, help="directory for the new model")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_output_arguments(parser, "the new model")
     parser.set_defaults(run=run)
 
 
@@ -49,16 +48,13 @@ def run(args: argparse.Namespace) -> int:
     for registry, name in ((BLOCK_METRICS, config.metric), (TRAINING_LOSSES, config.train)):
         registry.get(name)  # fail on a bad name before loading anything
     model, tokenizer = load_from_arguments(args)
-    before_layers, before_params = num_layers(model), parameter_count(model)
+    before = model_size(model)
     training = load_calibration(
         tokenizer, CalibrationConfig(args.data, samples=args.train_samples, seq_len=args.seq_len, seed=args.seed + 1)
     )
     result = replace_block(model, calibration_from_arguments(args, tokenizer), training, config)
-    save_model(model, tokenizer, args.output, overwrite=args.overwrite)
     console.print(f"replaced [{result.first}–{result.last}] → {result.first}   {config.metric} {result.similarity:.4f}")
     if result.losses:
         console.print(f"training ({config.train}): loss {result.losses[0]:.4g} → {result.losses[-1]:.4g}")
-    console.print(f"layers:     {before_layers} → {num_layers(model)}")
-    console.print(f"parameters: {before_params:,} → {parameter_count(model):,}")
-    console.print(f"saved to {args.output}")
+    save_and_report_size(model, tokenizer, args, before)
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerprune.cli.common import console
+from layerprune.cli.common import add_output_arguments, console
 from layerprune.report import write_report
 
 
@@ -13,8 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scores", help="a scores.json written by `layerprune score`")
     parser.add_argument("--results", nargs="*", default=[], help="results.json files written by `layerprune eval`")
     parser.add_argument("--remove", type=int, default=8, help="how many layers the removal-order table lists")
-    parser.add_argument("--output", required=True, help="directory for report.md and the figures")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    add_output_arguments(parser, "report.md and the figures")
     parser.set_defaults(run=run)
 
 
