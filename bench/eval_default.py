@@ -19,22 +19,23 @@ from pathlib import Path
 from layerprune.cli.common import console
 from layerprune.data_paths import data_dir
 from layerprune.evaluation import EvalConfig, HarnessOptions, PerplexityOptions, evaluate
-from layerprune.evaluation.results import compare_table, write_results
+from layerprune.evaluation.results import compare_table, read_results, write_results
 from layerprune.evaluation.tasks import SUITES
-from layerprune.metrics import METRICS, ScoringContext
+from layerprune.metrics import METRICS, score
 from layerprune.models import load_model
 from layerprune.saving import atomic_write_text
 from layerprune.surgery import remove_layers
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE = "zeroshot7"
+DEFAULT_METHODS = "dense,reverse-order,bi"
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=500, help="first N examples per task")
     parser.add_argument("--data-dir", default=str(data_dir()))
-    parser.add_argument("--methods", default="dense,reverse-order,bi", help="variants, comma separated")
+    parser.add_argument("--methods", default=DEFAULT_METHODS, help="variants, comma separated")
     parser.add_argument("--remove", type=int, default=8, help="layers to remove in the pruned variants")
     parser.add_argument("--batch-size", type=int, default=HarnessOptions.batch_size)
     parser.add_argument("--seq-len", type=int, default=PerplexityOptions.seq_len)
@@ -43,22 +44,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def scoring_context(method: str) -> ScoringContext:
-    """Inputs of the selection metric. Hook for ``bi``: give it its calibration data here once it lands."""
-    return ScoringContext(seed=0)
-
-
 def prepared_model(method: str, remove: int):
     """The embedded model, pruned by ``method`` (``dense``: untouched), and the removed layers."""
     model, tokenizer = load_model("default")
     if method == "dense":
         return model, tokenizer, []
-    indices = METRICS.get(method)(model, scoring_context(method)).removal_order(remove)
+    indices = score(model, tokenizer, metrics=[method], calib="default").removal_order(method, remove)
     remove_layers(model, indices, method=method)
     return model, tokenizer, indices
 
 
-def markdown(runs: dict[str, dict], totals: dict[str, float]) -> str:
+def markdown(runs: dict[str, dict]) -> str:
     """One Markdown row per variant: the zeroshot7 metric of each task, the average, PPL and wall times."""
     suite = SUITES.get(SUITE)
     header = [
@@ -83,7 +79,7 @@ def markdown(runs: dict[str, dict], totals: dict[str, float]) -> str:
             f"{run['perplexity']['wikitext2']['ppl']:.2f}",
             f"{run['wall_time_s']['tasks']:.0f}",
             f"{run['wall_time_s']['ppl:wikitext2']:.0f}",
-            f"{totals[name]:.0f}",
+            f"{run['settings'].get('bench_total_s', sum(run['wall_time_s'].values())):.0f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -99,8 +95,6 @@ def main() -> None:
         perplexity=PerplexityOptions(seq_len=args.seq_len, max_windows=args.ppl_windows),
     )
     out_dir = Path(args.out_dir)
-    runs: dict[str, dict] = {}
-    totals: dict[str, float] = {}
     for method in args.methods.split(","):
         if method != "dense" and method not in METRICS:
             console.print(f"[yellow]skipping {method}: not in the metric registry on this branch[/]")
@@ -108,12 +102,23 @@ def main() -> None:
         start = time.perf_counter()
         model, tokenizer, removed = prepared_model(method, args.remove)
         name = method if method == "dense" else f"{method} -{args.remove}"
-        runs[name] = evaluate(model, tokenizer, config, model_name=f"default {name}")
-        totals[name] = time.perf_counter() - start
-        write_results(out_dir / f"{method}.json", runs[name])
-        console.print(f"{name}: removed {removed}, {totals[name]:.0f} s")
+        results = evaluate(model, tokenizer, config, model_name=f"default {name}")
+        results["settings"]["bench_total_s"] = time.perf_counter() - start
+        write_results(out_dir / f"{method}.json", results)
+        console.print(f"{name}: removed {removed}, {results['settings']['bench_total_s']:.0f} s")
+    runs = recorded_runs(out_dir, DEFAULT_METHODS.split(","), args.remove)
     console.print(compare_table(list(runs.values()), list(runs)))
-    atomic_write_text(out_dir / "eval_default.md", markdown(runs, totals))
+    atomic_write_text(out_dir / "eval_default.md", markdown(runs))
+
+
+def recorded_runs(out_dir: Path, methods: list[str], remove: int) -> dict[str, dict]:
+    """Every variant with a results file in ``out_dir`` (this run's and earlier runs'), in ``methods`` order."""
+    paths = {method: out_dir / f"{method}.json" for method in methods}
+    return {
+        method if method == "dense" else f"{method} -{remove}": read_results(path)
+        for method, path in paths.items()
+        if path.is_file()
+    }
 
 
 if __name__ == "__main__":
