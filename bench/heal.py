@@ -11,7 +11,8 @@ the cache pays off (in one epoch each sample passes the frozen prefix once eithe
     LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/heal.py --speedup-only
 
 Perplexity here is a small helper (first ``--ppl-windows`` non-overlapping windows of
-``--ppl-length`` tokens of wiki.test.raw) until ``layerprune.evaluation`` lands.
+``--ppl-length`` tokens of wiki.test.raw), kept so that the recorded numbers stay
+reproducible; ``layerprune eval --ppl wikitext2`` gives the full standard protocol.
 """
 
 from __future__ import annotations
