@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from layerprune.calibration import CalibrationConfig, load_calibration
-from layerprune.data_paths import data_file
+from layerprune.data_paths import data_dir, data_file
+from layerprune.evaluation import EvalConfig, HarnessOptions, evaluate
 from layerprune.healing import DataConfig, HealConfig, LossConfig, MethodConfig, TrainConfig, heal
 from layerprune.metrics import METRICS, ScoringContext
 from layerprune.models import load_model
@@ -66,6 +67,16 @@ def wikitext_ppl(model, tokenizer, windows: int, length: int) -> float:
     return math.exp(sum(losses) / len(losses))
 
 
+def zeroshot(model, tokenizer, limit: int) -> float | None:
+    """The ``zeroshot7`` average through ``layerprune.evaluation`` on the local data (None when ``limit`` is 0)."""
+    if not limit:
+        return None
+    config = EvalConfig(
+        tasks=["zeroshot7"], data_dir=str(data_dir()), harness=HarnessOptions(limit=limit, skip_missing=True)
+    )
+    return evaluate(model, tokenizer, config)["suites"]["zeroshot7"]["value"]
+
+
 def pruned(metric: str, count: int, seed: int):
     model, tokenizer = load_model("default")
     context = ScoringContext(seed=seed)
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> dict:
     model, _, indices = pruned(args.metric, args.remove, args.seed)
     results |= {"metric": args.metric, "removed": indices}
     results["pruned_ppl"] = wikitext_ppl(model, tokenizer, args.ppl_windows, args.ppl_length)
+    results["pruned_zeroshot7"] = zeroshot(model, tokenizer, args.zeroshot_limit)
     print(json.dumps(results), flush=True)
     results["runs"] = []
     for recipe in RECIPES[: args.recipes]:
@@ -115,6 +127,7 @@ def run(args: argparse.Namespace) -> dict:
             "recipe": recipe.label,
             "wall_s": round(wall, 1),
             "ppl": wikitext_ppl(result.model, tokenizer, args.ppl_windows, args.ppl_length),
+            "zeroshot7": zeroshot(result.model, tokenizer, args.zeroshot_limit),
         }
         row |= {k: v for k, v in result.summary.items() if k != "settings"}
         results["runs"].append(row)
@@ -163,7 +176,7 @@ def prefix_speedup(args: argparse.Namespace) -> dict:
 
 def markdown(results: dict) -> str:
     header = ["recipe", "PPL before → after", "best val loss", "trainable params", "steps", "tokens", "wall (s)"]
-    header += ["teacher (s)", "prefix cache (s)"]
+    header += ["teacher (s)", "prefix cache (s)", "zeroshot7 before → after"]
     lines = [
         f"dense PPL {results['dense_ppl']:.2f}; pruned ({results['metric']}, removed {results['removed']}) "
         f"PPL {results['pruned_ppl']:.2f}",
@@ -175,9 +188,14 @@ def markdown(results: dict) -> str:
         lines.append(
             f"| {r['recipe']} | {results['pruned_ppl']:.2f} → {r['ppl']:.2f} | {r['best_validation_loss']:.4f} | "
             f"{r['trainable_parameters']:,} | {r['steps']} | {r['tokens_seen']:,} | {r['wall_s']} | "
-            f"{r['teacher_seconds']} | {r['cache_seconds']} |"
+            f"{r['teacher_seconds']} | {r['cache_seconds']} | {_average(results['pruned_zeroshot7'])} → "
+            f"{_average(r['zeroshot7'])} |"
         )
     return "\n".join(lines)
+
+
+def _average(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
 
 
 def main() -> None:
@@ -191,6 +209,7 @@ def main() -> None:
     parser.add_argument("--eval-steps", type=int, default=4)
     parser.add_argument("--validation", type=float, default=16)
     parser.add_argument("--ppl-windows", type=int, default=16)
+    parser.add_argument("--zeroshot-limit", type=int, default=200, help="zeroshot7 examples per task (0: skip)")
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--recipes", type=int, default=len(RECIPES), help="run only the first N recipes")
     parser.add_argument("--seed", type=int, default=0)
