@@ -10,16 +10,14 @@ the cache pays off (in one epoch each sample passes the frozen prefix once eithe
     LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/heal.py --metric reverse-order
     LAYERPRUNE_DATA=/work/shared/data PYTHONPATH=src python bench/heal.py --speedup-only
 
-Perplexity here is a small helper (first ``--ppl-windows`` non-overlapping windows of
-``--ppl-length`` tokens of wiki.test.raw), kept so that the recorded numbers stay
-reproducible; ``layerprune eval --ppl wikitext2`` gives the full standard protocol.
+Perplexity is ``layerprune.evaluation``'s WikiText-2 protocol over the first ``--ppl-windows``
+windows of ``--ppl-length`` tokens.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +25,8 @@ from pathlib import Path
 import torch
 
 from layerprune.calibration import CalibrationConfig, load_calibration
-from layerprune.data_paths import data_dir, data_file
-from layerprune.evaluation import EvalConfig, HarnessOptions, evaluate
+from layerprune.data_paths import data_dir
+from layerprune.evaluation import EvalConfig, HarnessOptions, PerplexityOptions, evaluate, perplexity
 from layerprune.healing import DataConfig, HealConfig, LossConfig, MethodConfig, TrainConfig, heal
 from layerprune.metrics import METRICS, ScoringContext
 from layerprune.models import load_model
@@ -53,18 +51,10 @@ RECIPES = [
 ]
 
 
-@torch.no_grad()
 def wikitext_ppl(model, tokenizer, windows: int, length: int) -> float:
-    """exp(mean next-token NLL) over the first ``windows`` × ``length`` tokens of WikiText-2 test (raw)."""
-    text = data_file("wikitext2/raw/wiki.test.raw").read_text(encoding="utf-8")
-    ids = tokenizer(text[: windows * length * 8], add_special_tokens=False, return_tensors="pt")["input_ids"][0]
-    if len(ids) < windows * length:
-        raise SystemExit("not enough WikiText-2 text for the requested windows")
-    model.eval()
-    losses = [
-        model(input_ids=w[None], labels=w[None]).loss.item() for w in ids[: windows * length].view(windows, length)
-    ]
-    return math.exp(sum(losses) / len(losses))
+    """WikiText-2 test perplexity (the evaluation stage's protocol) over the first ``windows`` × ``length`` tokens."""
+    options = PerplexityOptions(seq_len=length, max_windows=windows)
+    return perplexity(model, tokenizer, "wikitext2", options, data_dir=data_dir())["ppl"]
 
 
 def zeroshot(model, tokenizer, limit: int) -> float | None:
