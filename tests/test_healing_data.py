@@ -19,6 +19,7 @@ from layerprune.healing.data import (
     collate,
     detect_format,
     load_healing_data,
+    oasst_conversations,
     pack,
     read_records,
     tokenize_segments,
@@ -88,6 +89,7 @@ def test_detect_format() -> None:
     assert detect_format({"instruction": "a", "context": "", "response": "b"}) == "dolly"
     assert detect_format({"messages": []}) == "messages"
     assert detect_format({"text": "x"}) == "text"
+    assert detect_format({"message_id": "a", "parent_id": None, "role": "prompter", "text": "x"}) == "oasst"
     with pytest.raises(UserError, match="data format"):
         detect_format({"question": "x"})
 
@@ -182,3 +184,59 @@ def test_shortcut_reads_shared_dolly(data_dir, monkeypatch) -> None:
     records = read_records("dolly")
     assert len(records) == 15015
     assert detect_format(records[0]) == "dolly"
+
+
+def oasst_row(message_id: str, parent: str | None, role: str, text: str, rank=None, **extra) -> dict:
+    row = {"message_id": message_id, "parent_id": parent, "role": role, "text": text, "rank": rank}
+    return row | {"deleted": False, "review_result": True, "created_date": f"2023-01-01T00:00:{message_id}"} | extra
+
+
+def test_oasst_trees_become_best_reply_conversations() -> None:
+    rows = [
+        oasst_row("01", None, "prompter", "q1"),
+        oasst_row("02", "01", "assistant", "second best", rank=1),
+        oasst_row("03", "01", "assistant", "best", rank=0),
+        oasst_row("04", "01", "assistant", "deleted best", rank=0, deleted=True),
+        oasst_row("05", "03", "prompter", "follow-up"),
+        oasst_row("06", "05", "assistant", "failed review", rank=0, review_result=False),
+        oasst_row("07", "05", "assistant", "unranked"),
+        oasst_row("08", "07", "prompter", "trailing question"),
+        oasst_row("09", None, "prompter", "no reply at all"),
+        oasst_row("10", None, "prompter", "q2"),
+        oasst_row("12", "10", "assistant", "later unranked"),
+        oasst_row("11", "10", "assistant", "earlier unranked"),
+    ]
+    assert oasst_conversations(rows) == [
+        {
+            "messages": [
+                {"role": "user", "content": "q1"},
+                {"role": "assistant", "content": "best"},
+                {"role": "user", "content": "follow-up"},
+                {"role": "assistant", "content": "unranked"},
+            ]
+        },
+        {"messages": [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "earlier unranked"}]},
+    ]
+
+
+def test_shared_oasst1_loads_as_masked_conversations(data_dir, monkeypatch) -> None:
+    monkeypatch.setenv("LAYERPRUNE_DATA", str(data_dir))
+    rows = read_records("oasst1")
+    kept = [r for r in rows if not r["deleted"] and r["review_result"] is not False]
+    roots = {r["message_id"] for r in kept if r["parent_id"] is None and r["role"] == "prompter"}
+    best_first_replies = {r["text"] for r in kept if r["parent_id"] in roots and r["rank"] == 0}
+    conversations = oasst_conversations(rows)
+    assert len(conversations) == len({r["parent_id"] for r in kept if r["parent_id"] in roots}) == 188
+    assert {c["messages"][1]["content"] for c in conversations} >= best_first_replies
+    for conversation in conversations:
+        roles = [m["role"] for m in conversation["messages"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2)
+    data = load_healing_data(TOKENIZER, DataConfig(source="oasst1", validation_size=0, seq_len=1_000_000))
+    trained_runs = sorted(_runs_of_trained_tokens(e) for e in data.train.examples)
+    assistant_turns = sorted(len(c["messages"]) // 2 for c in conversations)
+    assert trained_runs == assistant_turns
+
+
+def _runs_of_trained_tokens(example: Example) -> int:
+    trained = [label != IGNORE for label in example.labels]
+    return sum(1 for i, t in enumerate(trained) if t and (i == 0 or not trained[i - 1]))

@@ -53,9 +53,11 @@ def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--alpha", type=float, default=loss.alpha, help="ce weight in ce+kd")
     group = parser.add_argument_group("data")
     group.add_argument(
-        "--data", default=data.source, help="dolly, alpaca, wikitext2, c4, a json/jsonl/parquet/txt file or hub id"
+        "--data",
+        default=data.source,
+        help="dolly, alpaca, oasst1, wikitext2, c4, a json/jsonl/parquet/txt file or hub id",
     )
-    group.add_argument("--data-format", default=data.format, help="auto, alpaca, dolly, messages or text")
+    group.add_argument("--data-format", default=data.format, help="auto, alpaca, dolly, messages, oasst or text")
     group.add_argument("--seq-len", type=int, default=data.seq_len, help="cutoff length in tokens")
     group.add_argument("--packing", action="store_true", help="concatenate examples into --seq-len blocks")
     group.add_argument("--validation-size", type=float, default=data.validation_size, help="fraction (<1) or count")

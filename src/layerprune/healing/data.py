@@ -9,7 +9,10 @@ check the mask token by token for each format.)
 Formats (``DATA_FORMATS``): ``alpaca`` (instruction/input/output, rendered with the Alpaca
 template, the default for instruction data), ``dolly`` (instruction/context/response, same
 template), ``messages`` (chat turns rendered with the tokenizer's chat template; every
-assistant turn is trained), ``text`` (plain text, every token trained).
+assistant turn is trained), ``text`` (plain text, every token trained). OpenAssistant
+message rows (``message_id``/``parent_id``/``role``/``text``, as ``datasets`` returns
+``OpenAssistant/oasst1``) are first rebuilt into best-reply conversations and then rendered
+as ``messages`` (:func:`oasst_conversations`).
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ SHORTCUTS = {
     "alpaca": "alpaca_subset/alpaca_5000.json",
     "wikitext2": "wikitext2/raw_slices/wiki.train.nonempty.first1MB.txt",
     "c4": "c4_sample/c4_demo.jsonl",
+    "oasst1": "oasst1_en_valid/oasst1-validation-en.jsonl",
 }
+OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 
 Segments = list[tuple[str, bool]]
 FormatFunction = Callable[[dict[str, Any], PreTrainedTokenizerBase], Segments]
@@ -149,9 +154,42 @@ def text_segments(record: dict[str, Any], tokenizer: PreTrainedTokenizerBase) ->
     return [(str(record["text"]) + tokenizer.eos_token, True)]
 
 
+def oasst_conversations(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAssistant message trees → one ``messages`` record per tree: the best-reply thread.
+
+    From each root prompt, the thread follows the child with the lowest ``rank`` (rank 0 is the
+    preferred reply; unranked children come last, then by ``created_date``), skipping messages
+    that are ``deleted`` or whose ``review_result`` is false, and a child must alternate roles.
+    A trailing user turn is dropped; trees without an assistant reply give no record.
+    """
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        if not row.get("deleted") and row.get("review_result") is not False:
+            children.setdefault(row.get("parent_id"), []).append(row)
+
+    def best_reply(row: dict[str, Any]) -> dict[str, Any] | None:
+        replies = [c for c in children.get(row["message_id"], []) if c["role"] != row["role"]]
+        ranked = sorted(replies, key=lambda c: (c.get("rank") is None, c.get("rank") or 0, c.get("created_date", "")))
+        return ranked[0] if ranked else None
+
+    conversations = []
+    for root in children.get(None, []):
+        thread, node = [], root if root["role"] == "prompter" else None
+        while node is not None:
+            thread.append({"role": OASST_ROLES[node["role"]], "content": node["text"]})
+            node = best_reply(node)
+        if thread and thread[-1]["role"] == "user":
+            thread.pop()
+        if thread:
+            conversations.append({"messages": thread})
+    return conversations
+
+
 def detect_format(record: dict[str, Any]) -> str:
     """The format whose fields the record has."""
     keys = set(record)
+    if {"message_id", "parent_id", "role", "text"} <= keys:
+        return "oasst"
     for name, fields in (("messages", {"messages"}), ("alpaca", {"instruction", "output"})):
         if fields <= keys:
             return name
@@ -205,6 +243,10 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) ->
     if not records:
         raise UserError(f"no records in {config.source}")
     name = detect_format(records[0]) if config.format == "auto" else config.format
+    if name == "oasst":
+        records, name = oasst_conversations(records), "messages"
+        if not records:
+            raise UserError(f"no conversation with an assistant reply in {config.source}")
     render = DATA_FORMATS.get(name)
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed)).tolist()
     validation_count = _validation_count(config.validation_size, len(records))
