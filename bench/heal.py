@@ -57,14 +57,18 @@ def wikitext_ppl(model, tokenizer, windows: int, length: int) -> float:
     return perplexity(model, tokenizer, "wikitext2", options, data_dir=data_dir())["ppl"]
 
 
-def zeroshot(model, tokenizer, limit: int) -> float | None:
-    """The ``zeroshot7`` average through ``layerprune.evaluation`` on the local data (None when ``limit`` is 0)."""
+def zeroshot(model, tokenizer, limit: int) -> dict | None:
+    """``zeroshot7`` through ``layerprune.evaluation`` on the local data: the average and the per-task results.
+
+    None when ``limit`` is 0.
+    """
     if not limit:
         return None
     config = EvalConfig(
         tasks=["zeroshot7"], data_dir=str(data_dir()), harness=HarnessOptions(limit=limit, skip_missing=True)
     )
-    return evaluate(model, tokenizer, config)["suites"]["zeroshot7"]["value"]
+    results = evaluate(model, tokenizer, config)
+    return {"average": results["suites"]["zeroshot7"]["value"], "tasks": results["tasks"]}
 
 
 def pruned(metric: str, count: int, seed: int):
@@ -184,8 +188,8 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _average(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
+def _average(value: dict | None) -> str:
+    return "–" if value is None else f"{value['average']:.4f}"
 
 
 def main() -> None:

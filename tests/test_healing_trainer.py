@@ -160,3 +160,20 @@ def test_token_budget_sets_the_steps(tmp_path, text_file) -> None:
     assert result.summary["steps"] == 5  # ⌈200 / (2 × 24)⌉
     assert result.summary["tokens_seen"] == 5 * 2 * 24
     assert result.summary["train_examples"] == 5 * 2 < len(data.train)  # only what the budget reaches is used
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="QLoRA needs a CUDA GPU (bitsandbytes NF4)")
+def test_qlora_heal_merges_into_the_full_precision_weights(tmp_path, text_file) -> None:
+    pytest.importorskip("bitsandbytes")
+    run = config(tmp_path, text_file, "qlora", method=MethodConfig(name="qlora"), bf16=True)
+    base = tiny_model("llama")
+    result = heal(tiny_model("llama"), TOKENIZER, run)
+    assert (tmp_path / "qlora" / "adapter" / "adapter_model.safetensors").is_file()
+    reloaded, _ = load_model(str(tmp_path / "qlora"))
+    assert not any("lora" in name or "absmax" in name for name in reloaded.state_dict())
+    assert {p.dtype for p in reloaded.parameters()} == {torch.float32}
+    ids = token_batch()
+    healed_logits = reloaded(input_ids=ids).logits
+    torch.testing.assert_close(healed_logits, result.model.cpu()(input_ids=ids).logits)
+    assert not torch.allclose(healed_logits, base(input_ids=ids).logits, atol=1e-4)

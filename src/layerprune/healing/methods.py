@@ -123,6 +123,7 @@ class QLora(Lora):
 
     def prepare(self, model: PreTrainedModel, config: MethodConfig) -> nn.Module:
         require_bitsandbytes()
+        maybe_untie(model, config)  # on the original, so the merged result carries the untied head
         self.original = model
         return super().prepare(quantized_copy(model), config)
 
