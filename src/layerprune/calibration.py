@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from layerprune.errors import UserError
+from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file
 
 
 @dataclass
@@ -145,26 +145,15 @@ def _hub_documents(name: str, spec: HubSource) -> list[str]:
 def _file_documents(path: Path) -> list[str]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [path.read_text(encoding="utf-8")]
+        return [read_text_file(path)]
     if suffix == ".parquet":
-        import pyarrow.parquet
-
-        records: Iterable[Any] = pyarrow.parquet.read_table(path).to_pylist()
+        records: Iterable[Any] = read_parquet(path)
     elif suffix == ".jsonl":
-        lines = path.read_text(encoding="utf-8").splitlines()
-        records = [_parse_json(line, path, number) for number, line in enumerate(lines, 1) if line.strip()]
+        records = read_jsonl(path)
     else:
-        records = _parse_json(path.read_text(encoding="utf-8"), path, None)
+        records = read_json(path)
         records = records if isinstance(records, list) else [records]
     return [record_text(record, path) for record in records]
-
-
-def _parse_json(text: str, path: Path, line: int | None) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        where = f"{path} line {line}" if line else str(path)
-        raise UserError(f"cannot read calibration file {where}: {error}") from None
 
 
 def record_text(record: Any, origin: Path | str = "dataset") -> str:

@@ -1,15 +1,24 @@
 """Atomic saving of standard Hugging Face model directories plus ``layerprune.json``.
 
-Everything is written into a temporary sibling directory that is renamed into place only
-when complete, so a crash never leaves a half-written output and an existing output is
-either kept whole or replaced whole.
+Everything is written into a temporary sibling directory ``.NAME.tmp-PID-XXXX`` that is
+renamed into place only when complete, so a crash never leaves a half-written output and
+an existing output is either kept whole or replaced whole. SIGTERM is turned into an
+exception while the directory is written (as SIGINT already is), so that the temporary
+directory is removed; one left by ``kill -9`` (its process is gone) is removed, and
+reported, by the next save to the same output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import logging
+import os
 import shutil
+import signal
+import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,28 +31,150 @@ from layerprune.errors import UserError
 from layerprune.models.loading import resolve_dtype
 from layerprune.provenance import RECORD_FILE, get_provenance
 
+logger = logging.getLogger(__name__)
+_TEMPORARY_KINDS = ("tmp", "old")
+_IO_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EEXIST,
+    errno.ENOTDIR,
+    errno.EISDIR,
+}
+
+
+def check_output_dir(target: str | Path, overwrite: bool = False) -> Path:
+    """Fail with a :class:`UserError` unless ``target`` can be (re)written as a directory.
+
+    Checks, before any work: an existing ``target`` needs ``overwrite`` (and must be a
+    directory), no ancestor may be a file, and the nearest existing ancestor must be writable.
+    """
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise UserError(f"output {target} already exists; pass --overwrite to replace it")
+    if target.exists() and not target.is_dir():
+        raise UserError(f"output {target} is a file, not a directory")
+    _check_parent_writable(target)
+    return target
+
+
+def check_output_file(path: str | Path) -> Path:
+    """Fail with a :class:`UserError` unless ``path`` can be written as a file (an existing file is replaced)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; name a file such as {path / 'scores.json'}")
+    _check_parent_writable(path)
+    return path
+
+
+def _check_parent_writable(target: Path) -> None:
+    ancestor = target.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write {target}: {ancestor} is a file, not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write {target}: no write permission in {ancestor}")
+
 
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``target`` only if the block completes."""
+    target = check_output_dir(target, overwrite)
+    remove_stale_temporaries(target)
+    with _user_errors_for_io(target), terminate_raises():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_name(target, "tmp")
+        tmp.mkdir()
+        try:
+            yield tmp
+            _swap_into_place(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _temporary_name(target: Path, kind: str) -> Path:
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale_temporaries(target: str | Path) -> list[Path]:
+    """Remove ``.NAME.tmp-*``/``.NAME.old-*`` siblings of ``target`` whose writing process is gone; log each."""
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise UserError(f"output {target} already exists; pass --overwrite to replace it")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir()
+    if not target.parent.is_dir():
+        return []
+    stale = [
+        path
+        for kind in _TEMPORARY_KINDS
+        for path in target.parent.glob(f".{target.name}.{kind}-*")
+        if not _writer_alive(path.name.rsplit(f".{kind}-", 1)[1])
+    ]
+    for path in stale:
+        logger.warning("removing %s, left by an interrupted earlier run", path)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stale
+
+
+def _writer_alive(suffix: str) -> bool:
+    """Whether the process named in a temporary's ``PID-XXXX`` suffix still runs (no PID: an old name, stale)."""
+    pid, _, rest = suffix.partition("-")
+    if not (pid.isdigit() and rest):
+        return False
+    if int(pid) == os.getpid():
+        return True
     try:
-        yield tmp
-        _swap_into_place(tmp, target)
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def terminate_raises() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``SystemExit(143)`` so that ``finally`` clauses clean up.
+
+    Only in the main thread and only where SIGTERM still has its default action (a handler
+    the application installed is left alone).
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _exit_on_terminate)
+    try:
+        yield
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_terminate(signum: int, frame: Any) -> None:
+    sys.exit(128 + signum)
+
+
+@contextlib.contextmanager
+def _user_errors_for_io(target: Path) -> Iterator[None]:
+    """Permission and disk errors while writing ``target`` become a one-line :class:`UserError`."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno not in _IO_ERRNOS:
+            raise
+        raise UserError(f"cannot write {target}: {error.strerror} ({error.filename or target})") from None
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
     if not target.exists():
         tmp.rename(target)
         return
-    old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+    old = _temporary_name(target, "old")
     target.rename(old)
     tmp.rename(target)
     shutil.rmtree(old, ignore_errors=True)
@@ -51,14 +182,15 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path = check_output_file(path)
+    tmp = _temporary_name(path, "tmp")
+    with _user_errors_for_io(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            tmp.write_text(text)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 def write_json(path: str | Path, data: Any) -> None:

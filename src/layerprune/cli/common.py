@@ -44,6 +44,7 @@ def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreT
         device_map=args.device_map,
         trust_remote_code=args.trust_remote_code,
         allow_pickle=args.allow_pickle,
+        cache_dir=args.cache_dir,
     )
 
 

@@ -16,6 +16,7 @@ from layerprune.cli.common import (
 )
 from layerprune.metrics import METRICS, Scores, ScoringContext, score
 from layerprune.metrics.base import ANGULAR_TOKENS
+from layerprune.saving import check_output_file
 
 _BEST_BLOCKS_SHOWN = 8
 
@@ -65,6 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = scoring_settings(args)
+    if args.out:
+        check_output_file(args.out)  # before any scoring
     model, tokenizer = load_from_arguments(args)
     scores = score(model, tokenizer, args.metrics, calib=calibration_config_from_arguments(args), **settings)
     print_scores(scores, args.exclude_first, args.exclude_last)

@@ -17,7 +17,6 @@ as ``messages`` (:func:`oasst_conversations`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from transformers import PreTrainedTokenizerBase
 
 from layerprune.data_paths import data_file
 from layerprune.errors import UserError
+from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file, require_field
 from layerprune.registry import Registry
 
 IGNORE = -100
@@ -48,6 +48,9 @@ SHORTCUTS = {
     "oasst1": "oasst1_en_valid/oasst1-validation-en.jsonl",
 }
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
+FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
+# Suffixes that make a --data value a local path rather than a hub dataset id.
+_PATH_SUFFIXES = {*FILE_SUFFIXES, ".csv", ".tsv", ".gz", ".zst", ".arrow", ".xz", ".bz2"}
 
 Segments = list[tuple[str, bool]]
 FormatFunction = Callable[[dict[str, Any], PreTrainedTokenizerBase], Segments]
@@ -213,28 +216,55 @@ def tokenize_segments(segments: Segments, tokenizer: PreTrainedTokenizerBase) ->
 
 def read_records(source: str) -> list[dict[str, Any]]:
     """Records from a shortcut (see ``SHORTCUTS``), a json/jsonl/parquet/txt file or a hub id."""
-    path = data_file(SHORTCUTS[source]) if source in SHORTCUTS else Path(source)
+    path = data_file(SHORTCUTS[source]) if source in SHORTCUTS else Path(source).expanduser()
     if path.is_file():
         return _read_file(path)
-    if path.exists() or path.suffix in {".json", ".jsonl", ".parquet", ".txt"}:
-        raise UserError(f"data file {source} not found")
+    if path.exists() or path.suffix.lower() in _PATH_SUFFIXES or source.startswith(("/", ".", "~")):
+        raise UserError(f"data file {source} not found (a local file needs one of {', '.join(FILE_SUFFIXES)})")
+    return _hub_records(source)
+
+
+def _hub_records(source: str) -> list[dict[str, Any]]:
     import datasets
 
-    return list(datasets.load_dataset(source, split="train"))
+    try:
+        return list(datasets.load_dataset(source, split="train"))
+    except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
+        raise UserError(
+            f"cannot load healing data {source!r}: not a shortcut ({', '.join(SHORTCUTS)}) or local file, and the "
+            f"hub lookup failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}). Offline, pass a local "
+            f"{'/'.join(FILE_SUFFIXES)} file"
+        ) from None
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return read_parquet(path)
+    if suffix == ".jsonl":
+        records = read_jsonl(path)
+    elif suffix == ".json":
+        data = read_json(path)
+        records = data if isinstance(data, list) else require_field(data, "data", str(path))
+    elif suffix == ".txt":
+        return [{"text": line} for line in read_text_file(path).splitlines() if line.strip()]
+    else:
+        raise UserError(f"data file {path}: unsupported type {suffix or '(none)'}; use {', '.join(FILE_SUFFIXES)}")
+    for number, record in enumerate(records, 1):
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: record {number} is a JSON {type(record).__name__}, not an object")
+    return records
 
-        return pyarrow.parquet.read_table(path).to_pylist()
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
-    if path.suffix == ".json":
-        data = json.loads(text)
-        return data if isinstance(data, list) else data["data"]
-    return [{"text": line} for line in text.splitlines() if line.strip()]
+
+def _render(render: FormatFunction, name: str, record: dict[str, Any], tokenizer, where: str) -> Segments:
+    """``render(record)``; a record without the format's fields is a :class:`UserError` naming it."""
+    try:
+        return render(record, tokenizer)
+    except KeyError as error:
+        found = ", ".join(map(repr, sorted(record))) or "none"
+        raise UserError(f"{where}: no {error.args[0]!r} field, which {name} records need (found {found})") from None
+    except (TypeError, AttributeError) as error:
+        raise UserError(f"{where}: not a valid {name} record ({error})") from None
 
 
 def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) -> HealingData:
@@ -252,13 +282,18 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) ->
     validation_count = _validation_count(config.validation_size, len(records))
     split = {"validation": order[:validation_count], "train": order[validation_count:][: config.max_examples]}
     parts = {
-        key: _prepare([render(records[i], tokenizer) for i in idx], tokenizer, config) for key, idx in split.items()
+        key: _prepare([_render(render, name, records[i], tokenizer, _where(config, i)) for i in idx], tokenizer, config)
+        for key, idx in split.items()
     }
     if not parts["train"]:
         raise UserError(f"no training examples left from {config.source} at --seq-len {config.seq_len}")
     train = TokenizedDataset(parts["train"])
     validation = TokenizedDataset(parts["validation"], first_index=len(train)) if parts["validation"] else None
     return HealingData(train, validation, config)
+
+
+def _where(config: DataConfig, index: int) -> str:
+    return f"{config.source}: record {index + 1}"
 
 
 def _validation_count(size: float, total: int) -> int:

@@ -24,11 +24,11 @@ from layerprune.errors import UserError
 from layerprune.healing.data import DataConfig, HealingData, collate, load_healing_data
 from layerprune.healing.losses import LOSSES, LossConfig
 from layerprune.healing.methods import METHODS, MethodConfig, frozen_prefix_length, trainable_parameter_names
-from layerprune.healing.prefix_cache import PrefixCache, build_prefix_cache
+from layerprune.healing.prefix_cache import PREFIX_CACHE_FILE, PrefixCache, build_prefix_cache
 from layerprune.healing.teacher import check_vocabulary, load_teacher, prepare_teacher, teacher_bytes
 from layerprune.healing.trainer import HealingTrainer, TrainConfig, budget_steps, training_arguments
 from layerprune.provenance import get_provenance, record_step
-from layerprune.saving import save_model, write_json
+from layerprune.saving import check_output_dir, save_model, terminate_raises, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,19 @@ def heal(
     LOSSES.get(config.loss.name)
     method = METHODS.get(config.method.name)()
     _check_output(config)
-    data = data or load_healing_data(tokenizer, config.data)
+    created = not config.checkpoints().exists()
+    try:
+        with terminate_raises():
+            return _train_and_save(model, tokenizer, config, method, teacher, data, callbacks)
+    except BaseException:
+        if created:
+            _discard_checkpoints(config.checkpoints())
+        raise
+
+
+def _train_and_save(model, tokenizer, config: HealConfig, method, teacher, data, callbacks) -> HealResult:
     teacher = _teacher(model, config, teacher)
+    data = data or load_healing_data(tokenizer, config.data)
     trainable = method.prepare(model, config.method)
     trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
     for callback in callbacks or []:
@@ -90,6 +101,20 @@ def heal(
     return HealResult(healed, Path(config.output), summary)
 
 
+def _discard_checkpoints(directory: Path) -> None:
+    """After a failed or interrupted run: remove the checkpoint folder it created, unless it can be resumed.
+
+    A folder holding a complete ``checkpoint-N`` is kept for ``--resume`` (minus the prefix
+    cache, which is rebuilt) and reported; anything else the run wrote there is removed.
+    """
+    last = get_last_checkpoint(directory) if directory.is_dir() else None
+    if last is None:
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    (directory / PREFIX_CACHE_FILE).unlink(missing_ok=True)
+    logger.warning("interrupted: kept %s; rerun with --resume to continue, or delete it", last)
+
+
 def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel | None) -> PreTrainedModel | None:
     if not config.loss.needs_teacher:
         return None
@@ -100,8 +125,8 @@ def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel 
 
 
 def _check_output(config: HealConfig) -> None:
-    if Path(config.output).exists() and not config.overwrite:
-        raise UserError(f"output {config.output} already exists; pass --overwrite to replace it")
+    check_output_dir(config.output, config.overwrite)
+    check_output_dir(config.checkpoints(), overwrite=True)
     existing = get_last_checkpoint(config.checkpoints()) if config.checkpoints().is_dir() else None
     if existing and not (config.train.resume or config.overwrite):
         raise UserError(f"{config.checkpoints()} holds checkpoints; pass --resume to continue or --overwrite")

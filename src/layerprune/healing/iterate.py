@@ -76,7 +76,9 @@ def iterate(
         raise UserError(f"schedule {config.schedule} removes {sum(sizes)} of {num_layers(model)} layers")
     context = context or ScoringContext(seed=config.heal.train.seed)
     if teacher is None and config.heal.loss.needs_teacher:
-        teacher = load_teacher(model, config.heal.teacher)
+        # "source" here may be the model itself: it is the dense model the schedule cuts.
+        spec = get_provenance(model).source if config.heal.teacher == "source" else config.heal.teacher
+        teacher = load_teacher(model, spec)
     records: list[dict[str, Any]] = []
     for index, count in enumerate(sizes, start=1):
         step_dir = Path(config.output) / f"step_{index}"

@@ -29,6 +29,8 @@ from layerprune.execution import bypassed, capture_layer_inputs
 from layerprune.healing.data import Example, collate
 from layerprune.models.architectures import num_layers
 
+PREFIX_CACHE_FILE = "prefix_cache.f32"
+
 logger = logging.getLogger(__name__)
 
 
@@ -94,6 +96,6 @@ def _allocate(tokens: int, hidden: int, dtype: torch.dtype, memory_budget: int, 
     if tokens * hidden * dtype.itemsize <= memory_budget:
         return torch.empty(tokens, hidden, dtype=dtype)
     spill_dir.mkdir(parents=True, exist_ok=True)
-    path = spill_dir / "prefix_cache.f32"
+    path = spill_dir / PREFIX_CACHE_FILE
     logger.warning("prefix cache (%.2f GB) exceeds the memory budget; memory-mapping %s", tokens * hidden * 4e-9, path)
     return torch.from_numpy(np.memmap(path, dtype=np.float32, mode="w+", shape=(tokens, hidden)))

