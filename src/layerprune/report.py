@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 
 from layerprune.errors import UserError
 from layerprune.evaluation.results import read_results, summary_rows
+from layerprune.records import read_json
 from layerprune.saving import atomic_directory, atomic_write_text
 
 
@@ -54,10 +55,7 @@ def write_report(
 
 
 def _read_scores(path: str | Path) -> dict[str, Any]:
-    try:
-        scores = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read scores file {path}: {error}") from None
+    scores = read_json(Path(path))
     if not isinstance(scores, dict) or "metrics" not in scores:
         raise UserError(f"{path} is not a layerprune scores file")
     return scores

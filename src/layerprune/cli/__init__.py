@@ -1,7 +1,8 @@
 """The ``layerprune`` command line: thin wrappers that build arguments and call the Python API.
 
 Each subcommand is one module in this package with ``register(subparsers)``; add the
-module's name to ``SUBCOMMANDS`` to expose it. User errors exit with code 2 and one line.
+module's name to ``SUBCOMMANDS`` to expose it. User errors exit with code 2 and one line; Ctrl-C
+(SIGINT) exits with 130 and SIGTERM with 143, after the temporary files of the run are removed.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         print(f"layerprune: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("layerprune: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ A results file (``layerprune eval --out results.json``) is a JSON object::
 from __future__ import annotations
 
 import datetime
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from transformers import PreTrainedModel
 
 from layerprune.errors import UserError
 from layerprune.provenance import get_provenance, package_versions
+from layerprune.records import read_json
 from layerprune.saving import write_json
 
 SCHEMA = "layerprune.eval/1"
@@ -61,10 +61,7 @@ def read_results(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"results file not found: {path}")
-    try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{path} is not JSON ({error.msg})") from None
+    results = read_json(path)
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a layerprune results file (schema {SCHEMA})")
     return results

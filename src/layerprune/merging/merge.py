@@ -16,6 +16,7 @@ from layerprune.merging.similarity import SIMILARITIES
 from layerprune.merging.slm import SlmConfig, slm_search
 from layerprune.merging.stack import LayerStack, apply_stack
 from layerprune.merging.target import TargetConfig, TargetResult, search_for_count
+from layerprune.metrics.base import layers_for_ratio
 from layerprune.models import decoder_layers
 from layerprune.registry import Registry
 
@@ -49,9 +50,8 @@ class MergeConfig:
             registry.get(name)  # an unknown name is a UserError with a did-you-mean
         if sum(value is not None for value in (self.threshold, self.num_layers, self.ratio)) != 1:
             raise UserError("give exactly one of threshold, num_layers or ratio")
-        if self.ratio is not None and not 0 < self.ratio < 1:
-            raise UserError(f"ratio must be in (0, 1), got {self.ratio}")
-        target = round(self.ratio * num_layers) if self.ratio is not None else self.num_layers
+        # One rounding rule for every --ratio: halves up (18 layers × 0.25 → 5), as in `prune`.
+        target = layers_for_ratio(self.ratio, num_layers) if self.ratio is not None else self.num_layers
         if target is not None and not 1 <= target < num_layers:
             raise UserError(f"cannot remove {target} of {num_layers} layers")
         return target

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from layerprune.calibration import CalibrationConfig
 from layerprune.errors import UserError
 from layerprune.metrics.base import LayerScores
+from layerprune.records import read_json
 from layerprune.saving import write_json
 
 SCORES_FORMAT = 1
@@ -76,11 +76,11 @@ class Scores:
 
     @classmethod
     def load(cls, path: str | Path) -> Scores:
+        record = read_json(Path(path))
         try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise UserError(f"cannot read scores file {path}: {error}") from None
-        return cls.from_dict(record)
+            return cls.from_dict(record)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            raise UserError(f"{path} is not a layerprune scores file ({type(error).__name__}: {error})") from None
 
 
 def _metric_record(scores: LayerScores) -> dict[str, Any]:
