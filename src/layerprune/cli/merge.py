@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--laco-interval", type=int, default=laco.interval, help="LaCo I: step after a merge")
     parser.add_argument("--laco-lowest", type=int, default=laco.lowest, help="LaCo L: lowest layer to merge")
     parser.add_argument("--laco-highest", type=int, default=laco.highest, help="LaCo H: highest layer (default last)")
+    parser.add_argument(
+        "--laco-rule", default=laco.rule, help="LaCo group bounds and reset: ours (Algorithm 1) or notebook (released)"
+    )
     add_calibration_arguments(parser)
     add_output_arguments(parser, "the merged model")
     parser.set_defaults(run=run)
@@ -54,6 +57,7 @@ def config_from_arguments(args: argparse.Namespace) -> MergeConfig:
     config.slm.protect_last = not args.merge_last
     config.laco.merge_layers, config.laco.interval = args.laco_c, args.laco_interval
     config.laco.lowest, config.laco.highest = args.laco_lowest, args.laco_highest
+    config.laco.rule = args.laco_rule
     return config
 
 

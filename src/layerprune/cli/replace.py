@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per training step")
+    parser.add_argument(
+        "--final-norm", action="store_true", help="compare the top block after the final norm (released code)"
+    )
     add_calibration_arguments(parser)
     add_output_arguments(parser, "the new model")
     parser.set_defaults(run=run)
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         learning_rate=args.lr,
         batch_size=args.batch_size,
         seed=args.seed,
+        final_norm=args.final_norm,
     )
     for registry, name in ((BLOCK_METRICS, config.metric), (TRAINING_LOSSES, config.train)):
         registry.get(name)  # fail on a bad name before loading anything

@@ -15,7 +15,7 @@ from layerprune.cli.common import (
     load_from_arguments,
 )
 from layerprune.metrics import METRICS, Scores, ScoringContext, score
-from layerprune.metrics.base import ANGULAR_TOKENS
+from layerprune.metrics.base import ANGULAR_TOKENS, SCORING_PRESETS
 from layerprune.saving import check_output_file
 
 _BEST_BLOCKS_SHOWN = 8
@@ -38,6 +38,15 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--exclude-last", type=int, default=defaults.exclude_last, help="never remove the last N layers"
     )
+    parser.add_argument(
+        "--preset",
+        default=defaults.preset,
+        help=f"{' or '.join(SCORING_PRESETS.names())}: 'paper' turns on every released-code option below",
+    )
+    parser.add_argument("--sleb-exclude-ends", action="store_true", help="sleb never removes the first/last layer")
+    parser.add_argument(
+        "--magnitude-weights-only", action="store_true", help="magnitude sums only *weight tensors (no biases)"
+    )
 
 
 def scoring_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -49,6 +58,9 @@ def scoring_settings(args: argparse.Namespace) -> dict[str, Any]:
         sleb_steps=args.sleb_steps,
         exclude_first=args.exclude_first,
         exclude_last=args.exclude_last,
+        preset=args.preset,
+        sleb_exclude_ends=args.sleb_exclude_ends,
+        magnitude_weights_only=args.magnitude_weights_only,
     )
 
 

@@ -33,7 +33,7 @@ from transformers import PreTrainedModel
 from layerprune.errors import UserError
 from layerprune.execution import Bypass, capture_layer_inputs, resumed_from, substituted_layers
 from layerprune.merging.candidates import Batch, as_batches, decoder_stack
-from layerprune.models import decoder_layers
+from layerprune.models import decoder_layers, final_norm
 from layerprune.provenance import get_provenance, record_step
 from layerprune.registry import Registry
 from layerprune.surgery import replace_layers
@@ -41,7 +41,13 @@ from layerprune.surgery import replace_layers
 
 @dataclass
 class StreamlineConfig:
-    """Remove ``num_layers`` (n): a block of n + 1 layers becomes one trained layer."""
+    """Remove ``num_layers`` (n): a block of n + 1 layers becomes one trained layer.
+
+    ``final_norm``: compare a block that ends at the last layer with the last state *after*
+    the final norm, as the released code does (it reads ``output_hidden_states``, whose last
+    entry is normed). By default every state is taken before the norm, so the top block is
+    compared on the same scale as the others.
+    """
 
     num_layers: int = 1
     metric: str = "cosine"
@@ -50,6 +56,7 @@ class StreamlineConfig:
     learning_rate: float = 1e-4
     batch_size: int = 4
     seed: int = 0
+    final_norm: bool = False
 
 
 @dataclass
@@ -78,15 +85,25 @@ def block_angular(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def choose_block(model: PreTrainedModel, batches: Iterable[Batch], n: int, metric: str) -> tuple[int, float]:
-    """First layer of the n+1-layer block whose input and output are most alike, with the mean score."""
+def choose_block(
+    model: PreTrainedModel, batches: Iterable[Batch], n: int, metric: str, normed_top: bool = False
+) -> tuple[int, float]:
+    """First layer of the n+1-layer block whose input and output are most alike, with the mean score.
+
+    Block ``i … i+n`` compares ``x_i`` (the state entering layer i) with ``y_{i+n} = x_{i+n+1}``
+    (the state leaving layer i+n). ``normed_top`` applies the final norm to the last state
+    (see :class:`StreamlineConfig`).
+    """
     score = BLOCK_METRICS.get(metric)
     count = len(decoder_layers(model))
     if not 1 <= n < count:
         raise UserError(f"cannot replace {n + 1} of {count} layers by one")
+    norm = final_norm(model) if normed_top else None
     totals, tokens = torch.zeros(count - n, dtype=torch.float64), 0
     for ids, mask in batches:
         states, keep = capture_layer_inputs(model, ids, mask), mask.bool()
+        if norm is not None:
+            states[-1] = norm(states[-1])
         for first in range(count - n):
             totals[first] += score(states[first][keep], states[first + n + 1][keep]).sum()
         tokens += int(keep.sum())
@@ -206,7 +223,7 @@ def replace_block(
     """
     torch.manual_seed(config.seed)
     selection_batches = as_batches(selection, config.batch_size)
-    first, similarity = choose_block(model, selection_batches, config.num_layers, config.metric)
+    first, similarity = choose_block(model, selection_batches, config.num_layers, config.metric, config.final_norm)
     last = first + config.num_layers
     layer = copy.deepcopy(decoder_layers(model)[first])
     losses = []

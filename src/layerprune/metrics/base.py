@@ -17,6 +17,10 @@ from layerprune.errors import UserError
 from layerprune.registry import Registry
 
 ANGULAR_TOKENS = ("last", "all")
+# Scoring presets: ScoringContext fields they set. "paper" follows the papers' released code.
+SCORING_PRESETS: Registry[dict[str, Any]] = Registry("scoring preset")
+SCORING_PRESETS.add("ours", {})
+SCORING_PRESETS.add("paper", {"sleb_exclude_ends": True, "magnitude_weights_only": True})
 
 
 @dataclass
@@ -29,6 +33,11 @@ class ScoringContext:
     run (``None``: a quarter of the layers). ``exclude_first``/``exclude_last`` keep layers
     out of the candidates of the greedy and block searches. ``cache`` shares one similarity
     pass between the metrics of one scoring run.
+
+    Where a paper's released code differs from the paper (docs/metrics.md), the code's
+    behaviour is an option: ``sleb_exclude_ends`` (never remove the first or last layer, as
+    SLEB's code) and ``magnitude_weights_only`` (sum only tensors named ``*weight``, no
+    biases, as Lu et al.'s code). ``preset="paper"`` turns all of them on (see ``SCORING_PRESETS``).
     """
 
     seed: int = 0
@@ -40,9 +49,14 @@ class ScoringContext:
     exclude_first: int = 0
     exclude_last: int = 0
     progress: bool = True
+    sleb_exclude_ends: bool = False
+    magnitude_weights_only: bool = False
+    preset: str = "ours"
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
+        for name, value in SCORING_PRESETS.get(self.preset).items():
+            setattr(self, name, value)
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.angular_tokens not in ANGULAR_TOKENS:

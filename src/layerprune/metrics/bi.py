@@ -25,9 +25,10 @@ def block_influence(model: PreTrainedModel, context: ScoringContext) -> LayerSco
 def block_influence_global(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     """BI-global_i = 1 − cos(vec(X_i), vec(X_i+1)): one cosine over all non-pad tokens flattened together.
 
-    This is how ShortGPT's released code reads BI. It differs from ``bi``: the flattened
-    cosine weights each token by its norm, so a few tokens with very large activations
-    (the first token, "attention sinks") dominate, where ``bi`` weights every token equally.
+    This is the BI of Lu et al. 2024 ("Reassessing Layer Pruning in LLMs"), as their released
+    code computes it; ShortGPT's own BI is the per-token mean, ``bi``. The flattened cosine
+    weights each token by its norm, so a few tokens with very large activations (the first
+    token, "attention sinks") dominate, where ``bi`` weights every token equally.
     """
     cosine = similarity_statistics(model, context).global_cosine_matrix()
     return LayerScores("bi-global", [float(1 - cosine[i, i + 1]) for i in range(cosine.shape[0] - 1)])

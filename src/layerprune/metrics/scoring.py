@@ -100,6 +100,9 @@ def _settings_record(context: ScoringContext, count: int, names: list[str]) -> d
         "angular_tokens": context.angular_tokens,
         "exclude_first": context.exclude_first,
         "exclude_last": context.exclude_last,
+        "preset": context.preset,
+        "sleb_exclude_ends": context.sleb_exclude_ends,
+        "magnitude_weights_only": context.magnitude_weights_only,
     }
     if "sleb" in names:
         record["sleb_steps"] = context.sleb_steps or default_sleb_steps(count)

@@ -23,12 +23,15 @@ def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     Elimination of Transformer Blocks". ``sleb_steps`` rounds are run (default: a quarter of
     the layers); layer removed in round t scores t. The layers still left score
     ``steps + r``, r their rank by NLL in the last round, so a removal order longer than
-    ``steps`` continues one-shot from there. Candidates respect ``exclude_first/last``.
+    ``steps`` continues one-shot from there. Candidates respect ``exclude_first/last``; the
+    released code also never removes the first and the last block, which
+    ``sleb_exclude_ends`` (preset ``paper``) does too (those two then score last).
     Each round re-runs only the layers above each candidate from cached inputs, and after a
     removal only the caches above it are refreshed (equal to rebuilding the model, tested).
     """
     count = num_layers(model)
-    candidates = candidate_layers(count, context.exclude_first, context.exclude_last)
+    ends = int(context.sleb_exclude_ends)
+    candidates = candidate_layers(count, max(context.exclude_first, ends), max(context.exclude_last, ends))
     steps = context.sleb_steps or default_sleb_steps(count)
     if steps > len(candidates) or steps >= count:
         raise UserError(f"sleb cannot run {steps} steps: {len(candidates)} candidate layers of {count}")
@@ -43,4 +46,4 @@ def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     remaining = sorted((nll, i) for i, nll in table.items() if i != chosen)
     for rank, (_, layer) in enumerate(remaining):
         scores[layer] = float(steps + rank)
-    return LayerScores("sleb", scores)
+    return LayerScores("sleb", scores, exclude_first=ends, exclude_last=ends)
