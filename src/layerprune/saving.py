@@ -197,6 +197,41 @@ def write_json(path: str | Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
 
 
+def write_legacy_keys(directory: Path) -> None:
+    """Add the keys transformers 4.x reads, with the same values, so that older clients load the same model.
+
+    transformers 5 writes RoPE settings only as ``rope_parameters``; 4.x reads ``rope_theta``
+    (falling back silently to 10,000) and ``rope_scaling``. It also names the tokenizer class
+    ``TokenizersBackend``, which 4.x does not know; ``PreTrainedTokenizerFast`` reads the same
+    ``tokenizer.json`` in both.
+    """
+    config_path = directory / "config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        for section in [config, *(v for v in config.values() if isinstance(v, dict) and "rope_parameters" in v)]:
+            _add_legacy_rope(section)
+        write_json(config_path, config)
+    tokenizer_path = directory / "tokenizer_config.json"
+    if tokenizer_path.is_file():
+        tokenizer = json.loads(tokenizer_path.read_text())
+        if tokenizer.get("tokenizer_class") == "TokenizersBackend":
+            tokenizer["tokenizer_class"] = "PreTrainedTokenizerFast"
+            write_json(tokenizer_path, tokenizer)
+
+
+def _add_legacy_rope(config: dict[str, Any]) -> None:
+    """``rope_theta`` and (unless the default RoPE) ``rope_scaling`` from ``rope_parameters``."""
+    parameters = config.get("rope_parameters")
+    if isinstance(parameters, dict) and "full_attention" in parameters:  # per layer type (Gemma 3 style)
+        parameters = parameters["full_attention"]
+    if not isinstance(parameters, dict) or "rope_theta" not in parameters:
+        return
+    config.setdefault("rope_theta", parameters["rope_theta"])
+    scaling = {key: value for key, value in parameters.items() if key != "rope_theta"}
+    if scaling.get("rope_type", "default") != "default":
+        config.setdefault("rope_scaling", {**scaling, "type": scaling["rope_type"]})
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.tolist()
@@ -233,6 +268,7 @@ def save_model(
         model.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        write_legacy_keys(tmp)
         write_json(tmp / RECORD_FILE, record)
         if write_extra is not None:
             write_extra(tmp)
