@@ -240,3 +240,27 @@ def test_shared_oasst1_loads_as_masked_conversations(data_dir, monkeypatch) -> N
 def _runs_of_trained_tokens(example: Example) -> int:
     trained = [label != IGNORE for label in example.labels]
     return sum(1 for i, t in enumerate(trained) if t and (i == 0 or not trained[i - 1]))
+
+
+def test_step_budget_tokenises_only_what_it_uses_and_scales_validation(tmp_path, monkeypatch) -> None:
+    import layerprune.healing.data as data_module
+
+    records = [{"instruction": f"task {i}", "output": f"answer {i}"} for i in range(1000)]
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rendered = []
+    real = data_module._render
+
+    def counting(*args, **kwargs):
+        rendered.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(data_module, "_render", counting)
+    config = DataConfig(source=str(path), validation_size=0.05)
+    budgeted = load_healing_data(TOKENIZER, config, budget=20)
+    assert len(budgeted.train) == 20 and len(budgeted.validation) == 1  # 5 % of the 20 used records
+    assert len(rendered) <= 20 * 5 // 4 + 1 + 16, "only the records the budget reaches are tokenised"
+    assert len(load_healing_data(TOKENIZER, config).validation) == 50  # no budget: 5 % of the file
+    same_split = load_healing_data(TOKENIZER, DataConfig(source=str(path), validation_size=1))
+    assert budgeted.train.examples == same_split.train.examples[:20]
+    assert budgeted.validation.examples == same_split.validation.examples

@@ -125,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = result.summary
     console.print(f"healed with {config.method.name} / {config.loss.name}: {report['steps']} steps")
+    console.print(f"examples: {report['train_examples']:,} train, {report['validation_examples']:,} validation")
     console.print(f"tokens seen: {report['tokens_seen']:,}; trainable parameters: {report['trainable_parameters']:,}")
     console.print(f"best validation loss: {report['best_validation_loss']}")
     if report["teacher"]:

@@ -267,8 +267,13 @@ def _render(render: FormatFunction, name: str, record: dict[str, Any], tokenizer
         raise UserError(f"{where}: not a valid {name} record ({error})") from None
 
 
-def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) -> HealingData:
-    """Read, shuffle (seeded), split, tokenise, cut to ``seq_len`` (or pack) the healing data."""
+def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig, budget: int | None = None) -> HealingData:
+    """Read, shuffle (seeded), split, tokenise, cut to ``seq_len`` (or pack) the healing data.
+
+    ``budget`` is how many training examples the run will use (None: all). Without packing,
+    only as many records are tokenised as give that many examples, and a fractional
+    ``validation_size`` is then a fraction of the records the budget uses, not of the file.
+    """
     records = read_records(config.source)
     if not records:
         raise UserError(f"no records in {config.source}")
@@ -278,26 +283,42 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig) ->
         if not records:
             raise UserError(f"no conversation with an assistant reply in {config.source}")
     render = DATA_FORMATS.get(name)
+    budget = None if config.packing else budget
+
+    def prepare(indices: list[int]) -> list[Example]:
+        rendered = [_render(render, name, records[i], tokenizer, _where(config, i)) for i in indices]
+        return _prepare(rendered, tokenizer, config)
+
     order = torch.randperm(len(records), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    validation_count = _validation_count(config.validation_size, len(records))
-    split = {"validation": order[:validation_count], "train": order[validation_count:][: config.max_examples]}
-    parts = {
-        key: _prepare([_render(render, name, records[i], tokenizer, _where(config, i)) for i in idx], tokenizer, config)
-        for key, idx in split.items()
-    }
-    if not parts["train"]:
+    used = len(records) if budget is None or config.validation_size >= 1 else min(len(records), budget)
+    validation_count = _validation_count(config.validation_size, used, len(records))
+    train_indices = order[validation_count:][: config.max_examples]
+    train = _prepare_until(prepare, train_indices, budget) if budget else prepare(train_indices)
+    if not train:
         raise UserError(f"no training examples left from {config.source} at --seq-len {config.seq_len}")
-    train = TokenizedDataset(parts["train"])
-    validation = TokenizedDataset(parts["validation"], first_index=len(train)) if parts["validation"] else None
-    return HealingData(train, validation, config)
+    held_out = prepare(order[:validation_count])
+    validation = TokenizedDataset(held_out, first_index=len(train)) if held_out else None
+    return HealingData(TokenizedDataset(train), validation, config)
+
+
+def _prepare_until(prepare: Callable[[list[int]], list[Example]], indices: list[int], count: int) -> list[Example]:
+    """Tokenise ``indices`` chunk by chunk until ``count`` examples are kept (records may drop out)."""
+    examples: list[Example] = []
+    position = 0
+    while len(examples) < count and position < len(indices):
+        chunk = max(16, (count - len(examples)) * 5 // 4)
+        examples += prepare(indices[position : position + chunk])
+        position += chunk
+    return examples[:count]
 
 
 def _where(config: DataConfig, index: int) -> str:
     return f"{config.source}: record {index + 1}"
 
 
-def _validation_count(size: float, total: int) -> int:
-    count = round(size * total) if size < 1 else int(size)
+def _validation_count(size: float, used: int, total: int) -> int:
+    """Records held out: ``size`` × ``used`` (a fraction) or ``size`` (a count); ``total`` records exist."""
+    count = round(size * used) if size < 1 else int(size)
     if size < 0 or count >= total:
         raise UserError(f"--validation-size {size} leaves no training data out of {total} records")
     return count

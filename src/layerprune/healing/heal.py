@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -85,7 +86,8 @@ def heal(
 
 def _train_and_save(model, tokenizer, config: HealConfig, method, teacher, data, callbacks) -> HealResult:
     teacher = _teacher(model, config, teacher)
-    data = data or load_healing_data(tokenizer, config.data)
+    data = data or load_healing_data(tokenizer, config.data, _example_budget(config.train))
+    logger.warning("healing data: %d training examples, %d validation", len(data.train), len(data.validation or []))
     trainable = method.prepare(model, config.method)
     trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
     for callback in callbacks or []:
@@ -99,6 +101,14 @@ def _train_and_save(model, tokenizer, config: HealConfig, method, teacher, data,
         _save(healed, tokenizer, config, trainer)
     trainer.accelerator.wait_for_everyone()
     return HealResult(healed, Path(config.output), summary)
+
+
+def _example_budget(train: TrainConfig) -> int | None:
+    """Training examples a ``max_steps`` budget consumes (None: the budget is tokens or epochs)."""
+    if train.max_steps is None or train.max_steps < 1:
+        return None
+    processes = PartialState().num_processes
+    return train.max_steps * train.batch_size * train.gradient_accumulation * processes
 
 
 def _discard_checkpoints(directory: Path) -> None:
@@ -198,6 +208,7 @@ def _summary(trainer: HealingTrainer, model, config: HealConfig, teacher, second
         "processes": trainer.args.world_size,
         "tokens_seen": int(state.num_input_tokens_seen),
         "train_examples": len(trainer.train_dataset),
+        "validation_examples": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
         "best_validation_loss": state.best_metric,
         "train_seconds": round(seconds, 3),
         "cached_prefix_layers": cache.start if cache else 0,
