@@ -6,25 +6,34 @@ The failures users report from research code are each handled here:
 * per-layer config lists (``layer_types`` and any list as long as the layer count) are
   *sliced* by the kept indices, never truncated or regenerated, so Gemma 2/3 and Qwen
   keep each layer's sliding/full attention type;
+* fields that name layers by index are renumbered or made explicit first
+  (:mod:`layerprune.models.layer_config`, a pure function on the config dict);
 * the family's layer-count key is updated, so no layer is silently skipped or cached wrongly;
-* modules are reused, not copied, so tied embeddings stay tied and no shared tensors appear.
+* modules are reused, not copied, so tied embeddings stay tied and no shared tensors appear;
+* before anything changes, the model that the new config would build (on the meta device)
+  is compared layer by layer with the kept layers: a family whose config derives a layer's
+  kind from its index in a way the rules do not rewrite is refused with the differing field.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from layerprune.errors import UserError
-from layerprune.models.architectures import decoder_config, get_architecture, get_submodule
+from layerprune.models.architectures import Architecture, get_architecture, get_submodule
+from layerprune.models.inference import meta_model
+from layerprune.models.layer_config import refuse_unkeepable, slice_layer_config
 from layerprune.provenance import get_provenance, record_step
 
 logger = logging.getLogger(__name__)
 
-_NOT_PER_LAYER = {"architectures"}
+_INDEX_ATTRIBUTES = ("layer_idx", "layer_id", "layer_number", "layer_index")
 
 
 def validate_indices(indices: Iterable[int], num_layers: int, *, removing: bool) -> list[int]:
@@ -66,13 +75,15 @@ def replace_layers(model: PreTrainedModel, new_layers: Sequence[nn.Module], laye
 
     ``layer_map[i]`` is the *current* index whose per-layer config entries (attention type,
     …) layer ``i`` takes over. Merging uses this to put a fused layer in place of a run.
+    Raises :class:`UserError` (and changes nothing) where the family cannot keep the layers' semantics.
     """
     arch = get_architecture(model)
+    new_config = sliced_config(model, arch, list(layer_map))
+    check_rebuilt_layers(model.config, new_config, arch, new_layers, layer_map)
     parent_path, _, name = arch.layers.rpartition(".")
-    parent = get_submodule(model, parent_path)
-    setattr(parent, name, nn.ModuleList(new_layers))
+    setattr(get_submodule(model, parent_path), name, nn.ModuleList(new_layers))
     _renumber_layer_idx(new_layers)
-    _slice_config(model, list(layer_map))
+    _apply_config(decoder_config_of(model.config, arch), config_fields(decoder_config_of(new_config, arch)))
     provenance = get_provenance(model)
     provenance.layer_map = [provenance.layer_map[i] for i in layer_map]
 
@@ -88,7 +99,10 @@ def _keep(model: PreTrainedModel, kept: list[int], method: str, **details) -> Pr
 
 
 def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
-    """GPT-2 can scale attention by 1/(layer_idx+1); renumbering would silently change every kept layer."""
+    """Refuse families whose layer math depends on the absolute index (the entry's refusal, GPT-2's scaling)."""
+    arch = get_architecture(model)
+    if arch.refusal:
+        raise UserError(f"cannot remove layers of model_type {arch.family!r}: {arch.refusal}")
     if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
         raise UserError(
             "this model sets scale_attn_by_inverse_layer_idx, so a layer's output depends on its index; "
@@ -97,37 +111,85 @@ def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
 
 
 def _renumber_layer_idx(layers: Sequence[nn.Module]) -> None:
-    """Set every ``layer_idx`` attribute in layer ``i`` (the layer and all its submodules) to ``i``."""
+    """Set every ``layer_idx`` (or ``layer_id``…) attribute in layer ``i`` (the layer and its submodules) to ``i``."""
     for new_index, layer in enumerate(layers):
         for module in layer.modules():
-            if isinstance(getattr(module, "layer_idx", None), int):
-                module.layer_idx = new_index
+            for key in _INDEX_ATTRIBUTES:
+                if isinstance(getattr(module, key, None), int) and not isinstance(getattr(module, key), bool):
+                    setattr(module, key, new_index)
 
 
-def _slice_config(model: PreTrainedModel, kept: list[int]) -> list[str]:
-    """Slice per-layer config lists by ``kept`` and set the layer count; return the sliced keys."""
-    config = decoder_config(model)
-    arch = get_architecture(model)
-    old_count = getattr(config, arch.layer_count_key)
-    sliced = []
-    for key in _per_layer_keys(config, old_count, arch):
-        values = getattr(config, key)
-        setattr(config, key, type(values)(values[i] for i in kept))
-        sliced.append(key)
-    for key in arch.layer_index_fields:
-        if getattr(config, key, None) is not None:
-            new_index = {old: new for new, old in enumerate(kept)}
-            setattr(config, key, [new_index[i] for i in getattr(config, key) if i in new_index])
-    setattr(config, arch.layer_count_key, len(kept))
-    return sliced
+def decoder_config_of(config: PretrainedConfig, arch: Architecture) -> PretrainedConfig:
+    return getattr(config, arch.config_path) if arch.config_path else config
 
 
-def _per_layer_keys(config, count: int, arch) -> list[str]:
-    keys = [k for k in arch.per_layer_fields if getattr(config, k, None) is not None]
-    skip = _NOT_PER_LAYER | set(arch.layer_index_fields)
-    for key, value in vars(config).items():
-        if key in keys or key in skip or key.endswith("token_id") or key.startswith("_"):
-            continue
-        if isinstance(value, list | tuple) and len(value) == count:
-            keys.append(key)
-    return keys
+def config_fields(config: PretrainedConfig) -> dict[str, Any]:
+    """The config's own attributes as a dict, with ``per_layer_config`` in its ``config.json`` form."""
+    fields = {key: value for key, value in vars(config).items() if not key.startswith("_")}
+    spec = vars(config).get("_heterogeneity_spec")
+    if spec is not None:
+        fields["per_layer_config"] = copy.deepcopy(spec.per_layer_overrides)
+    return fields
+
+
+def sliced_config(model: PreTrainedModel, arch: Architecture, kept: list[int]) -> PretrainedConfig:
+    """A copy of the model's config for the layers ``kept`` (the model is not changed)."""
+    config = copy.deepcopy(model.config)
+    target = decoder_config_of(config, arch)
+    fields = config_fields(target)
+    refuse_unkeepable(fields, kept, arch.layer_count_key, arch.family)
+    _apply_config(target, slice_layer_config(fields, kept, arch.layer_count_key, arch.layer_index_fields))
+    return config
+
+
+def _apply_config(target: PretrainedConfig, fields: dict[str, Any]) -> None:
+    """Set ``fields`` on ``target`` (the layer count before ``per_layer_config``, which is checked against it)."""
+    per_layer = fields.get("per_layer_config")
+    if per_layer is not None:
+        target.per_layer_config = None
+    for key, value in fields.items():
+        if key != "per_layer_config" and vars(target).get(key, object()) != value:
+            setattr(target, key, value)
+    if per_layer is not None:
+        target.per_layer_config = per_layer or None
+
+
+def check_rebuilt_layers(
+    old_config: PretrainedConfig,
+    new_config: PretrainedConfig,
+    arch: Architecture,
+    layers: Sequence[nn.Module],
+    layer_map: Sequence[int],
+) -> None:
+    """Raise :class:`UserError` unless ``new_config`` builds layers shaped and set up like ``layers``."""
+    rebuilt = get_submodule(meta_model(new_config), arch.layers)
+    for index, (layer, fresh) in enumerate(zip(layers, rebuilt, strict=True)):
+        difference = _first_difference(layer_signature(layer), layer_signature(fresh))
+        if difference:
+            raise UserError(
+                f"cannot remove layers of model_type {arch.family!r}: after the cut, its config would rebuild "
+                f"layer {index} (now layer {layer_map[index]}) with {difference}; the family derives a layer's "
+                "kind from its index through a field layerprune does not rewrite"
+            )
+
+
+def layer_signature(layer: nn.Module) -> dict[str, object]:
+    """Per submodule: its class, parameter shapes and plain attributes (index attributes excluded)."""
+    signature: dict[str, object] = {}
+    for name, module in layer.named_modules():
+        signature[f"{name}:class"] = type(module).__name__
+        for key, parameter in module.named_parameters(recurse=False):
+            signature[f"{name}.{key}:shape"] = tuple(parameter.shape)
+        for key, value in vars(module).items():
+            plain = isinstance(value, int | float | bool | str | None) and not key.startswith("_")
+            if plain and key not in _INDEX_ATTRIBUTES and key != "training":
+                signature[f"{name}.{key}"] = value
+    return signature
+
+
+def _first_difference(actual: dict[str, object], rebuilt: dict[str, object]) -> str:
+    for key in sorted(actual.keys() | rebuilt.keys()):
+        was, now = actual.get(key, "<absent>"), rebuilt.get(key, "<absent>")
+        if was != now:
+            return f"{key.lstrip('.') or 'the layer'} = {now} instead of {was}"
+    return ""
