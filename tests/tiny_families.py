@@ -70,6 +70,7 @@ _SIZES: dict[int, tuple[str, ...]] = {
         "encoder_attention_heads",
         "rotary_dim",
         "laurel_rank",
+        "hidden_size_per_layer_input",
         "time_step_rank",
         "mamba_dt_rank",
         "index_topk",
@@ -98,7 +99,6 @@ _SIZES: dict[int, tuple[str, ...]] = {
         "state_size",
         "ssm_state_size",
         "d_state",
-        "hidden_size_per_layer_input",
         "mamba_chunk_size",
         "chunk_size",
         "ple_embed_dim",
@@ -109,7 +109,8 @@ _EXPERTS = ("num_experts", "n_routed_experts", "num_local_experts", "moe_num_exp
 _TOP_K = ("num_experts_per_tok", "moe_topk", "moe_k", "num_experts_per_token")
 _AT_MOST_ONE = ("n_shared_experts", "num_shared_experts", "moe_num_shared_experts", "n_group", "topk_group")
 _AT_MOST_ONE += ("num_expert_group", "mamba_n_groups", "n_groups", "first_k_dense_replace", "num_dense_layers")
-_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
+_LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "encoder_layers")
+_LAYER_KEYS += ("num_decoder_layers", "num_encoder_layers")
 _POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "max_target_positions")
 _WINDOWS = ("sliding_window", "sliding_window_size", "attention_window_size", "attention_chunk_size", "window_size")
 _HEADS_PER_STATE = ("mamba_n_heads", "mamba_num_heads", "n_mamba_heads")
@@ -121,6 +122,9 @@ FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba", "attention"]),
     "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv", "full_attention"], num_dense_layers=1),
     "ministral": dict(head_dim=8),
+    "nemotron_h": dict(layers_block_type=["mamba", "attention", "moe", "attention"]),
+    "recurrent_gemma": dict(block_types=["recurrent", "attention"]),
+    "lfm3": dict(layer_types=["conv", "full_attention", "sliding_attention", "full_attention"]),
     "hunyuan_v1_dense": dict(head_dim=8),
     "hunyuan_v1_moe": dict(head_dim=8),
     "mamba2": dict(num_heads=8),
@@ -138,6 +142,8 @@ def shrunk_config(model_type: str, **overrides: Any) -> PretrainedConfig:
     config_class = CONFIG_MAPPING[model_type]
     defaults = config_class().to_dict()
     kwargs = _shrink(defaults, LAYERS, iter(range(_FIRST_SPECIAL, VOCAB)))
+    if kwargs.get("is_decoder") is False:  # encoder families serve as causal LMs only as decoders
+        kwargs["is_decoder"] = True
     if "kv_lora_rank" in kwargs:  # multi-head latent attention: one key/value head per query head
         kwargs["num_key_value_heads"] = kwargs.get("num_attention_heads")
     kwargs.update(FAMILY_OVERRIDES.get(model_type, {}))

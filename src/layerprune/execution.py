@@ -6,7 +6,7 @@ swap modules inside the decoder-layer list for the duration of a ``with`` block 
 the list's length, so the model's own forward (masks, per-layer attention types, rotary
 embeddings, final norm, soft-capping, loss) runs unchanged. No model code is copied.
 
-A stand-in copies the plain attributes of the layer it replaces (``attention_type``,
+A stand-in answers attribute reads as the layer it replaces does (``attention_type``,
 ``is_sliding``, ``layer_idx``, …), since hybrid models choose a layer's mask or cache by
 them, and returns ``(hidden_states, None)`` where the family's layers return tuples
 (bloom, falcon, gpt-neo read ``outputs[0]``). A bypassed Mamba or linear-attention layer
@@ -24,8 +24,6 @@ from transformers import PreTrainedModel
 
 from layerprune.models.architectures import decoder_layers, get_architecture
 
-_PLAIN = (int, float, bool, str, type(None))
-
 
 class StandIn(nn.Module):
     """Base of the modules that temporarily take a layer's place: same plain attributes, same output kind."""
@@ -33,11 +31,21 @@ class StandIn(nn.Module):
     as_tuple = False
 
     def adopt(self, original: nn.Module, as_tuple: bool) -> None:
-        """Take over ``original``'s plain attributes and the family's output kind (by :func:`substituted_layers`)."""
-        for key, value in vars(original).items():
-            if not key.startswith("_") and key != "training" and isinstance(value, _PLAIN):
-                setattr(self, key, value)
+        """Answer attribute reads as ``original`` does, return the family's output kind (by :func:`substituted_layers`).
+
+        ``original`` is kept outside the module tree, so it is neither called nor counted as a parameter.
+        """
+        self.__dict__["_original"] = original
         self.as_tuple = as_tuple
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = self.__dict__.get("_original")
+            if original is None:
+                raise
+            return getattr(original, name)
 
     def output(self, hidden_states: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, None]:
         return (hidden_states, None) if self.as_tuple else hidden_states

@@ -22,6 +22,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
@@ -34,6 +35,8 @@ from layerprune.provenance import get_provenance, record_step
 logger = logging.getLogger(__name__)
 
 _INDEX_ATTRIBUTES = ("layer_idx", "layer_id", "layer_number", "layer_index")
+# Set by position among the kept layers on purpose: Gemma 4's last layer of each type stores its KV for assistants.
+_POSITIONAL_ATTRIBUTES = ("store_full_length_kv",)
 
 
 def validate_indices(indices: Iterable[int], num_layers: int, *, removing: bool) -> list[int]:
@@ -79,10 +82,12 @@ def replace_layers(model: PreTrainedModel, new_layers: Sequence[nn.Module], laye
     """
     arch = get_architecture(model)
     new_config = sliced_config(model, arch, list(layer_map))
-    check_rebuilt_layers(model.config, new_config, arch, new_layers, layer_map)
+    check_rebuilt_layers(model.config, new_config, arch, layer_map, type(model))
+    old_count = len(get_submodule(model, arch.layers))
     parent_path, _, name = arch.layers.rpartition(".")
     setattr(get_submodule(model, parent_path), name, nn.ModuleList(new_layers))
-    _renumber_layer_idx(new_layers)
+    _renumber_layer_idx(new_layers, layer_map)
+    _slice_per_layer_inputs(model, arch, list(layer_map), old_count)
     _apply_config(decoder_config_of(model.config, arch), config_fields(decoder_config_of(new_config, arch)))
     provenance = get_provenance(model)
     provenance.layer_map = [provenance.layer_map[i] for i in layer_map]
@@ -110,13 +115,51 @@ def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
         )
 
 
-def _renumber_layer_idx(layers: Sequence[nn.Module]) -> None:
-    """Set every ``layer_idx`` (or ``layer_id``…) attribute in layer ``i`` (the layer and its submodules) to ``i``."""
-    for new_index, layer in enumerate(layers):
-        for module in layer.modules():
-            for key in _INDEX_ATTRIBUTES:
-                if isinstance(getattr(module, key, None), int) and not isinstance(getattr(module, key), bool):
-                    setattr(module, key, new_index)
+def _renumber_layer_idx(layers: Sequence[nn.Module], layer_map: Sequence[int]) -> None:
+    """Renumber every ``layer_idx`` (or ``layer_id``…) attribute inside layer ``i`` (was ``layer_map[i]``).
+
+    Where the ``m`` sublayers of a layer hold cache slots ``o·m … o·m + m − 1`` (LongCat-Flash's
+    two attention sublayers per layer) they get ``i·m … i·m + m − 1``; every other index becomes ``i``.
+    """
+    for new_index, (layer, old_index) in enumerate(zip(layers, layer_map, strict=True)):
+        found = [(module, key) for module in layer.modules() for key in _INDEX_ATTRIBUTES if _is_index(module, key)]
+        inner = sorted({getattr(module, key) for module, key in found if module is not layer})
+        width = len(inner)
+        slots = width > 1 and inner == [old_index * width + j for j in range(width)]
+        for module, key in found:
+            if slots and module is not layer:
+                setattr(module, key, new_index * width + getattr(module, key) - old_index * width)
+            else:
+                setattr(module, key, new_index)
+
+
+def _is_index(module: nn.Module, key: str) -> bool:
+    value = getattr(module, key, None)
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _slice_per_layer_inputs(model: PreTrainedModel, arch: Architecture, kept: list[int], old_count: int) -> None:
+    """Keep the kept layers' blocks of per-layer input tensors (Gemma 3n/4: ``embed_tokens_per_layer``).
+
+    Where ``hidden_size_per_layer_input = d`` is set, parameters outside the layer list with a
+    dimension of ``L·d`` (the first such) hold one block of ``d`` per layer; they keep the blocks of
+    ``kept``. The token embeddings and the LM head are never touched.
+    """
+    width = getattr(decoder_config_of(model.config, arch), "hidden_size_per_layer_input", 0) or 0
+    if not width:
+        return
+    index = torch.tensor(kept)
+    for name, module in model.named_modules():
+        if name in (arch.embeddings, arch.lm_head) or name == arch.layers or name.startswith(arch.layers + "."):
+            continue
+        for key, parameter in list(module.named_parameters(recurse=False)):
+            dim = next((d for d, size in enumerate(parameter.shape) if size == old_count * width), None)
+            if dim is not None:
+                blocks = parameter.data.unflatten(dim, (old_count, width)).index_select(dim, index)
+                setattr(module, key, nn.Parameter(blocks.flatten(dim, dim + 1), parameter.requires_grad))
+        for key in ("embedding_dim", "out_features"):
+            if getattr(module, key, None) == old_count * width:
+                setattr(module, key, len(kept) * width)
 
 
 def decoder_config_of(config: PretrainedConfig, arch: Architecture) -> PretrainedConfig:
@@ -137,8 +180,10 @@ def sliced_config(model: PreTrainedModel, arch: Architecture, kept: list[int]) -
     config = copy.deepcopy(model.config)
     target = decoder_config_of(config, arch)
     fields = config_fields(target)
-    refuse_unkeepable(fields, kept, arch.layer_count_key, arch.family)
-    _apply_config(target, slice_layer_config(fields, kept, arch.layer_count_key, arch.layer_index_fields))
+    count = len(get_submodule(model, arch.layers))
+    refuse_unkeepable(fields, kept, count, arch.family)
+    sliced = slice_layer_config(fields, kept, arch.layer_count_key, arch.layer_index_fields, count=count)
+    _apply_config(target, sliced)
     return config
 
 
@@ -158,18 +203,23 @@ def check_rebuilt_layers(
     old_config: PretrainedConfig,
     new_config: PretrainedConfig,
     arch: Architecture,
-    layers: Sequence[nn.Module],
     layer_map: Sequence[int],
+    model_class: type[PreTrainedModel] | None = None,
 ) -> None:
-    """Raise :class:`UserError` unless ``new_config`` builds layers shaped and set up like ``layers``."""
-    rebuilt = get_submodule(meta_model(new_config), arch.layers)
-    for index, (layer, fresh) in enumerate(zip(layers, rebuilt, strict=True)):
-        difference = _first_difference(layer_signature(layer), layer_signature(fresh))
+    """Raise :class:`UserError` unless ``new_config`` builds layer ``i`` as ``old_config`` builds ``layer_map[i]``.
+
+    Both models are built on the meta device, so runtime state, adapters or quantised
+    wrappers on the real layers do not enter the comparison.
+    """
+    before = get_submodule(meta_model(old_config, model_class), arch.layers)
+    after = get_submodule(meta_model(new_config, model_class), arch.layers)
+    for index, source in enumerate(layer_map):
+        difference = _first_difference(layer_signature(before[source]), layer_signature(after[index]))
         if difference:
             raise UserError(
                 f"cannot remove layers of model_type {arch.family!r}: after the cut, its config would rebuild "
-                f"layer {index} (now layer {layer_map[index]}) with {difference}; the family derives a layer's "
-                "kind from its index through a field layerprune does not rewrite"
+                f"layer {index} (was layer {source}) with {difference}; the family derives a layer's kind or "
+                "math from its index or the layer count in a way its config cannot express"
             )
 
 
@@ -182,7 +232,7 @@ def layer_signature(layer: nn.Module) -> dict[str, object]:
             signature[f"{name}.{key}:shape"] = tuple(parameter.shape)
         for key, value in vars(module).items():
             plain = isinstance(value, int | float | bool | str | None) and not key.startswith("_")
-            if plain and key not in _INDEX_ATTRIBUTES and key != "training":
+            if plain and key not in (*_INDEX_ATTRIBUTES, *_POSITIONAL_ATTRIBUTES, "training"):
                 signature[f"{name}.{key}"] = value
     return signature
 

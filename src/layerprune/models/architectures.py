@@ -152,6 +152,20 @@ register_architecture(
 )
 
 
+register_override(
+    "rwkv",
+    refusal="RWKV blocks return the recurrent state that the model loop threads into the next block, so no "
+    "stand-in can bypass a block (the metrics and the surgery check need one)",
+)
+
+
+register_override(
+    "zaya",
+    refusal="each ZAYA layer routes with the router hidden states of the layer below, so removing a layer "
+    "changes the routing of the next one",
+)
+
+
 def supported_families() -> list[str]:
     return sorted(_ARCHITECTURES)
 

@@ -23,10 +23,10 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
 
 from layerprune.errors import UserError
+from layerprune.models.layer_config import LAYER_COUNT_KEYS
 
 logger = logging.getLogger(__name__)
 
-_LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers")
 _ROUTER_NAMES = ("router", "gate", "gate_proj_router", "shared_expert_gate", "wg")
 
 
@@ -38,19 +38,30 @@ def text_config_path(config: PretrainedConfig) -> str:
     return next((key for key, value in vars(config).items() if value is text), "")
 
 
-def layer_count_key(config: PretrainedConfig) -> str:
-    """The real (unmapped) config attribute that holds the number of decoder layers."""
+def layer_count_key(config: PretrainedConfig, model: PreTrainedModel | None = None) -> str:
+    """The real (unmapped) config attribute that holds the number of decoder layers.
+
+    Empty where the count is a property derived from the per-layer lists, which slicing sets.
+    """
     mapped = getattr(type(config), "attribute_map", {})
-    for key in _LAYER_COUNT_KEYS:
-        real = mapped.get(key, key)
-        if isinstance(vars(config).get(real), int):
-            return real
-    raise UserError(f"cannot find the layer count of model_type {config.model_type!r} (none of {_LAYER_COUNT_KEYS})")
+    keys = [mapped.get(key, key) for key in LAYER_COUNT_KEYS if isinstance(vars(config).get(mapped.get(key, key)), int)]
+    lengths = {len(m) for m in (model.modules() if model else ()) if isinstance(m, nn.ModuleList)}
+    matching = [key for key in keys if vars(config)[key] in lengths]
+    if matching or keys:
+        return (matching or keys)[0]
+    if isinstance(getattr(config, "num_hidden_layers", None), int):
+        return ""  # derived from the per-layer lists (Nemotron-H's layers_block_type)
+    raise UserError(f"cannot find the layer count of model_type {config.model_type!r} (none of {LAYER_COUNT_KEYS})")
 
 
-def meta_model(config: PretrainedConfig) -> PreTrainedModel:
-    """The model of ``config`` built on the meta device (no memory, no weights), to read its structure."""
+def meta_model(config: PretrainedConfig, model_class: type[PreTrainedModel] | None = None) -> PreTrainedModel:
+    """The model of ``config`` on the meta device (no memory), to read its structure.
+
+    ``model_class`` defaults to what ``AutoModelForCausalLM`` maps the config to.
+    """
     with torch.device("meta"):
+        if model_class is not None:
+            return model_class._from_config(config)
         return AutoModelForCausalLM.from_config(config)
 
 
@@ -72,12 +83,25 @@ def find_layer_list(model: PreTrainedModel, count: int) -> str:
     ]
     inside = [name for name in candidates if not prefix or name.startswith(prefix + ".")]
     found = inside or candidates
+    family = model.config.model_type
     if not found:
         raise UserError(
-            f"cannot find the decoder-layer list of model_type {model.config.model_type!r}: "
-            f"no nn.ModuleList has {count} entries"
+            f"cannot find the decoder-layer list of model_type {family!r}: no nn.ModuleList has {count} entries"
         )
-    return min(found, key=len)
+    whole = [name for name in found if _layer_like(model.get_submodule(name)[0])]
+    if not whole:
+        raise UserError(
+            f"model_type {family!r} splits its layers over parallel lists ({', '.join(found)}) instead of one list "
+            "of whole layers; layerprune removes whole layers only"
+        )
+    return min(whole, key=len)
+
+
+def _layer_like(module: nn.Module) -> bool:
+    name = type(module).__name__.lower()
+    return name.endswith(("layer", "block")) or (
+        any(word in name for word in ("layer", "block")) and "norm" not in name
+    )
 
 
 def find_final_norm(model: PreTrainedModel, layers_path: str) -> str:
@@ -108,8 +132,8 @@ def infer_fields(model: PreTrainedModel) -> dict[str, object]:
     """The :class:`~layerprune.models.architectures.Architecture` fields read off ``model``."""
     config_path = text_config_path(model.config)
     text = getattr(model.config, config_path) if config_path else model.config
-    count_key = layer_count_key(text)
-    layers_path = find_layer_list(model, getattr(text, count_key))
+    count_key = layer_count_key(text, model)
+    layers_path = find_layer_list(model, text.num_hidden_layers if not count_key else getattr(text, count_key))
     layers = model.get_submodule(layers_path)
     return dict(
         family=model.config.model_type,
@@ -133,10 +157,10 @@ def returns_tuple(model: PreTrainedModel, layers: nn.ModuleList) -> bool:
     if any(p.is_meta for p in layers[0].parameters()):
         return False
     seen: list[bool] = []
-    handle = layers[0].register_forward_hook(lambda module, args, output: seen.append(isinstance(output, tuple)))
+    handle = layers[0].register_forward_hook(lambda module, args, output: seen.append(isinstance(output, tuple | list)))
     try:
         with torch.no_grad():
-            model(input_ids=torch.ones(1, 1, dtype=torch.long, device=model.device), use_cache=False)
+            model(input_ids=torch.ones(1, 1, dtype=torch.long, device=model.device))
     except Exception:
         logger.debug("one-token probe of %s failed", model.config.model_type, exc_info=True)
     finally:
