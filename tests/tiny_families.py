@@ -73,7 +73,6 @@ _SIZES: dict[int, tuple[str, ...]] = {
         "hidden_size_per_layer_input",
         "time_step_rank",
         "mamba_dt_rank",
-        "index_topk",
         "gated_norm_rank",
         "loop_gate_rank",
     ),
@@ -113,6 +112,9 @@ _LAYER_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decode
 _LAYER_KEYS += ("num_decoder_layers", "num_encoder_layers")
 _POSITIONS = ("max_position_embeddings", "n_positions", "n_ctx", "max_seq_len", "max_target_positions")
 _WINDOWS = ("sliding_window", "sliding_window_size", "attention_window_size", "attention_chunk_size", "window_size")
+# Sparse-attention indexers keep every token of the short test sequences (index_topk ≥ 16): a top-k over
+# near-equal scores flips between the cached and the full pass, in the dense model as in the pruned one.
+_AT_LEAST_ALL_TOKENS = ("index_topk",)
 _HEADS_PER_STATE = ("mamba_n_heads", "mamba_num_heads", "n_mamba_heads")
 
 _HYBRID4 = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
@@ -200,6 +202,8 @@ def _shrink_number(key: str, value: int, layers: int, specials) -> int:
         return min(value, 128)
     if key in _WINDOWS:
         return min(value, 4)
+    if key in _AT_LEAST_ALL_TOKENS:
+        return min(value, 16)
     if key in _HEADS_PER_STATE:
         return 8
     if key == "num_kv_shared_layers":
