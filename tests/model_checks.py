@@ -27,10 +27,10 @@ def assert_cache_consistent(model: PreTrainedModel) -> None:
     ids = token_batch(1, 8, seed=6)
     full = model(ids, use_cache=False).logits
     prefix = model(ids[:, :5], use_cache=True)
-    cache, steps = prefix.past_key_values, [prefix.logits]
+    cache, steps = prefix.cache, [prefix.logits]
     for position in range(5, 8):
-        step = model(ids[:, position : position + 1], past_key_values=cache, use_cache=True)
-        cache = step.past_key_values
+        step = model(ids[:, position : position + 1], cache=cache, use_cache=True)
+        cache = step.cache
         steps.append(step.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     options = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)

@@ -18,7 +18,8 @@ from layerprune.models import (
 from layerprune.models import loading as loading_module
 from layerprune.provenance import get_provenance
 from layerprune.surgery import remove_layers
-from tiny_models import FAMILIES, TINY_CONFIGS, tiny_config, tiny_model, tiny_model_dir, tiny_tokenizer, token_batch
+from tiny_families import tiny_family_model
+from tiny_models import FAMILIES, TINY_CONFIGS, tiny_model, tiny_model_dir, tiny_tokenizer, token_batch
 
 
 def test_every_table_entry_has_a_tiny_model():
@@ -37,11 +38,18 @@ def test_table_paths_resolve_on_a_tiny_model(family):
     assert set(arch.lora_targets) <= module_names
 
 
-def test_unknown_family_names_supported_ones_and_how_to_add():
-    config = tiny_config("llama")
-    config.model_type = "mystery"
-    with pytest.raises(UserError, match=r"Supported: .*llama.*register_architecture"):
-        get_architecture(config)
+def test_family_without_an_entry_gets_an_inferred_one():
+    model = tiny_family_model("bloom")
+    arch = get_architecture(model)
+    assert arch.inferred and "bloom" not in supported_families()
+    assert (arch.layers, arch.final_norm, arch.embeddings, arch.layer_count_key) == (
+        "transformer.h",
+        "transformer.ln_f",
+        "transformer.word_embeddings",
+        "n_layer",
+    )
+    assert arch.layer_returns_tuple
+    assert set(arch.lora_targets) == {"query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"}
 
 
 def test_load_local_directory_round_trips_logits(tmp_path):

@@ -64,7 +64,7 @@ def test_cached_decoding_equals_full_recompute(family):
         out = pruned(ids[:, :4], use_cache=True)
         steps = [out.logits]
         for position in range(4, ids.shape[1]):
-            out = pruned(ids[:, position : position + 1], past_key_values=out.past_key_values, use_cache=True)
+            out = pruned(ids[:, position : position + 1], cache=out.cache, use_cache=True)
             steps.append(out.logits)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
 

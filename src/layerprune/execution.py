@@ -5,6 +5,12 @@ merge-candidate search, cached-prefix healing, the surgery tests) uses these hel
 swap modules inside the decoder-layer list for the duration of a ``with`` block and keep
 the list's length, so the model's own forward (masks, per-layer attention types, rotary
 embeddings, final norm, soft-capping, loss) runs unchanged. No model code is copied.
+
+A stand-in answers attribute reads as the layer it replaces does (``attention_type``,
+``is_sliding``, ``layer_idx``, …), since hybrid models choose a layer's mask or cache by
+them, and returns ``(hidden_states, None)`` where the family's layers return tuples
+(bloom, falcon, gpt-neo read ``outputs[0]``). A bypassed Mamba or linear-attention layer
+leaves its cache state untouched, as a removed layer would.
 """
 
 from __future__ import annotations
@@ -16,34 +22,62 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from layerprune.models.architectures import decoder_layers
+from layerprune.models.architectures import decoder_layers, get_architecture
 
 
-class Bypass(nn.Module):
+class StandIn(nn.Module):
+    """Base of the modules that temporarily take a layer's place: same plain attributes, same output kind."""
+
+    as_tuple = False
+
+    def adopt(self, original: nn.Module, as_tuple: bool) -> None:
+        """Answer attribute reads as ``original`` does, return the family's output kind (by :func:`substituted_layers`).
+
+        ``original`` is kept outside the module tree, so it is neither called nor counted as a parameter.
+        """
+        self.__dict__["_original"] = original
+        self.as_tuple = as_tuple
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            original = self.__dict__.get("_original")
+            if original is None:
+                raise
+            return getattr(original, name)
+
+    def output(self, hidden_states: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, None]:
+        return (hidden_states, None) if self.as_tuple else hidden_states
+
+
+class Bypass(StandIn):
     """Stands in for a removed layer: returns its input hidden state unchanged."""
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return hidden_states
+    def forward(self, *args, **kwargs):
+        return self.output(args[0] if args else kwargs["hidden_states"])
 
 
-class Replay(nn.Module):
+class Replay(StandIn):
     """Ignores its input and returns a stored hidden state (the cached output of the layers below)."""
 
     def __init__(self, hidden_states: torch.Tensor) -> None:
         super().__init__()
         self.hidden_states = hidden_states
 
-    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return self.hidden_states
+    def forward(self, *args, **kwargs):
+        return self.output(self.hidden_states)
 
 
 @contextlib.contextmanager
 def substituted_layers(model: PreTrainedModel, substitutes: Mapping[int, nn.Module]) -> Iterator[None]:
     """Temporarily put ``substitutes[i]`` in place of decoder layer ``i``; restore on exit."""
-    layers = decoder_layers(model)
+    layers, as_tuple = decoder_layers(model), get_architecture(model).layer_returns_tuple
     originals = {index: layers[index] for index in substitutes}
     try:
         for index, module in substitutes.items():
+            if isinstance(module, StandIn):
+                module.adopt(originals[index], as_tuple)
             layers[index] = module
         yield
     finally:

@@ -91,12 +91,12 @@ def run_prefill(model: PreTrainedModel, ids: torch.Tensor) -> None:
 def decode_seconds(model: PreTrainedModel, ids: torch.Tensor, steps: int) -> float:
     """Prefill (untimed), then ``steps`` greedy single-token steps with the KV cache (timed)."""
     output = model(ids, use_cache=True)
-    cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+    cache, token = output.cache, output.logits[:, -1:].argmax(-1)
     _synchronize(ids.device)
     start = time.perf_counter()
     for _ in range(steps):
-        output = model(token, past_key_values=cache, use_cache=True)
-        cache, token = output.past_key_values, output.logits[:, -1:].argmax(-1)
+        output = model(token, cache=cache, use_cache=True)
+        cache, token = output.cache, output.logits[:, -1:].argmax(-1)
     _synchronize(ids.device)
     return time.perf_counter() - start
 

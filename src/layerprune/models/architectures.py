@@ -5,16 +5,24 @@ Architectures are data (as in mergekit): one :class:`Architecture` entry per
 per-layer config lists, the final norm, the embeddings and LM head, and the LoRA target
 modules. Nothing else in layerprune knows family names. Adding a family is one
 :func:`register_architecture` call plus a tiny-model entry in ``tests/tiny_models.py``.
+
+A family without an entry gets one inferred from the model (:mod:`layerprune.models.inference`),
+logged and shown by ``layerprune info``; :func:`register_override` confirms or corrects single
+fields of an inferred entry (LoRA targets, a refusal with its reason). The family matrix test
+(``tests/test_family_matrix.py``) runs the surgery gate on every causal-LM family.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from layerprune.errors import UserError
+from layerprune.models.inference import infer_fields, meta_model
+
+logger = logging.getLogger(__name__)
 
 _LLAMA_LORA = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -29,6 +37,9 @@ class Architecture:
     layer sets), which are filtered and renumbered instead.
     ``config_path`` names the sub-config that holds the decoder settings of a composite
     model (``text_config`` for multimodal Gemma 3); empty for text-only models.
+    ``layer_returns_tuple`` marks layers that return ``(hidden_states, ...)``; ``refusal``
+    is the reason layers of this family cannot be removed (empty when they can);
+    ``inferred`` marks an entry read off the model rather than confirmed in the table.
     """
 
     family: str
@@ -41,9 +52,18 @@ class Architecture:
     layer_index_fields: tuple[str, ...] = ()
     lora_targets: tuple[str, ...] = _LLAMA_LORA
     config_path: str = ""
+    layer_returns_tuple: bool = False
+    refusal: str = ""
+    inferred: bool = False
+
+    def describe(self) -> list[str]:
+        """One ``field: value`` line per field, for ``layerprune info``."""
+        return [f"{name}: {value}" for name, value in vars(self).items()]
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
+_OVERRIDES: dict[str, dict[str, object]] = {}
+_INFERRED: dict[str, Architecture] = {}
 
 
 def register_architecture(arch: Architecture) -> Architecture:
@@ -52,6 +72,15 @@ def register_architecture(arch: Architecture) -> Architecture:
         raise ValueError(f"architecture {arch.family!r} is already registered")
     _ARCHITECTURES[arch.family] = arch
     return arch
+
+
+def register_override(family: str, **fields: object) -> None:
+    """Confirm or correct fields of the entry inferred for ``family`` (e.g. ``lora_targets``, ``refusal``)."""
+    unknown = set(fields) - set(Architecture.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"unknown Architecture fields {sorted(unknown)}")
+    _OVERRIDES.setdefault(family, {}).update(fields)
+    _INFERRED.pop(family, None)
 
 
 def _llama_like(family: str, **overrides: object) -> Architecture:
@@ -123,22 +152,38 @@ register_architecture(
 )
 
 
+register_override(
+    "rwkv",
+    refusal="RWKV blocks return the recurrent state that the model loop threads into the next block, so no "
+    "stand-in can bypass a block (the metrics and the surgery check need one)",
+)
+
+
+register_override(
+    "zaya",
+    refusal="each ZAYA layer routes with the router hidden states of the layer below, so removing a layer "
+    "changes the routing of the next one",
+)
+
+
 def supported_families() -> list[str]:
     return sorted(_ARCHITECTURES)
 
 
 def get_architecture(model_or_config: PreTrainedModel | PretrainedConfig) -> Architecture:
-    """The table entry for a model or config; an unknown family is a :class:`UserError`."""
+    """The table entry for a model or config, else the one inferred from the model (built on meta for a config)."""
     config = getattr(model_or_config, "config", model_or_config)
     family = config.model_type
-    if family not in _ARCHITECTURES:
-        raise UserError(
-            f"layerprune has no architecture entry for model_type {family!r}. Supported: "
-            f"{', '.join(supported_families())}. To add one, call "
-            "layerprune.models.register_architecture(Architecture(family=..., layers='model.layers', "
-            "final_norm='model.norm', embeddings='model.embed_tokens')) before loading."
-        )
-    return _ARCHITECTURES[family]
+    if family in _ARCHITECTURES:
+        return _ARCHITECTURES[family]
+    if family in _INFERRED:
+        return _INFERRED[family]
+    model = model_or_config if isinstance(model_or_config, PreTrainedModel) else meta_model(config)
+    arch = Architecture(**{**infer_fields(model), **_OVERRIDES.get(family, {})})  # type: ignore[arg-type]
+    if model is model_or_config:
+        _INFERRED[family] = arch
+        logger.info("inferred the architecture entry of %r: %s", family, "; ".join(arch.describe()))
+    return arch
 
 
 def get_submodule(model: nn.Module, path: str) -> nn.Module:
@@ -155,7 +200,8 @@ def decoder_layers(model: PreTrainedModel) -> nn.ModuleList:
 
 def final_norm(model: PreTrainedModel) -> nn.Module | None:
     """The norm applied after the last decoder layer (None where the family has none)."""
-    return get_submodule(model, get_architecture(model).final_norm)
+    path = get_architecture(model).final_norm
+    return get_submodule(model, path) if path else None
 
 
 def decoder_config(model_or_config: PreTrainedModel | PretrainedConfig) -> PretrainedConfig:
