@@ -151,6 +151,11 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
         )
     if not (path / "config.json").is_file():
         raise UserError(f"{path} is not a Hugging Face model directory (no config.json)")
+    from layerprune.width.heterogeneous import load_narrow
+
+    narrow = load_narrow(path, dtype=dtype, device_map=device_map, use_safetensors=has_safetensors)
+    if narrow is not None:  # per-layer widths: built from layerprune's own code, no remote code runs
+        return narrow, _load_tokenizer(str(path), trust_remote_code)
     return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
 
 
@@ -173,10 +178,14 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
         trust_remote_code=trust_remote_code,
         use_safetensors=use_safetensors,
     )
+    return model, _load_tokenizer(name, trust_remote_code)
+
+
+def _load_tokenizer(name: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def _attach_provenance(model: PreTrainedModel, spec: str) -> None:
