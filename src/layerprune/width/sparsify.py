@@ -1,0 +1,156 @@
+"""The sparsify stage: ``sparsify(model, tokenizer, config)`` zeroes weights, layer by layer, in place.
+
+1. Every ``nn.Linear`` inside the decoder layers is a target (attention and MLP projections).
+2. If the allocation needs statistics, one pass over the *dense* model collects each
+   target's input norms ``diag(2XXᵀ/N)``; the allocation turns them (and the weights) into
+   per-layer sparsities ``S_l`` whose mean is the target ``S``.
+3. Layers are then pruned in order, each on the outputs of the already-pruned layers below
+   (as SparseGPT and Wanda do), by the base pruner at ``S_l``.
+
+The result is a standard dense-format model with zeros in place; ``layerprune.json``
+records the allocated and achieved per-layer sparsities.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from rich.progress import track
+from torch import nn
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.errors import UserError
+from layerprune.models.architectures import decoder_layers
+from layerprune.provenance import record_step
+from layerprune.width.layer_inputs import LayerCalls, LayerInputs, capture_layer_calls
+from layerprune.width.obs import HessianAccumulator
+from layerprune.width.sparse import ALLOCATIONS, PATTERNS, SPARSE_PRUNERS, AllocationContext, SparseRequest
+
+
+@dataclass
+class SparsifyConfig:
+    """Settings of the sparsify stage; ``sparsity`` is the mean fraction of decoder-layer weights zeroed."""
+
+    pruner: str = "wanda"
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    allocation: str = "uniform"
+    owl_m: float = 5.0
+    owl_lambda: float = 0.08
+    alpha_epsilon: float = 0.1
+    damp: float = 0.01
+    batch_size: int = 4
+    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(samples=32))
+
+    def __post_init__(self) -> None:
+        SPARSE_PRUNERS.get(self.pruner)
+        ALLOCATIONS.get(self.allocation)
+        if not 0 < self.sparsity < 1:
+            raise UserError(f"sparsity must be in (0, 1), got {self.sparsity}")
+        if self.pattern not in PATTERNS:
+            raise UserError(f"unknown sparsity pattern {self.pattern!r}; use {' or '.join(PATTERNS)}")
+        if self.pattern == "2:4" and (self.sparsity != 0.5 or self.allocation != "uniform"):
+            raise UserError("the 2:4 pattern is 50 % in every layer: use sparsity 0.5 with the uniform allocation")
+        for name in ("owl_lambda", "alpha_epsilon", "damp"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+
+
+@dataclass
+class SparsifyResult:
+    """Allocated and achieved (zero fraction of the layer's linear weights) sparsity per layer."""
+
+    sparsities: list[float]
+    achieved: list[float]
+    seconds: float
+
+
+def linear_targets(layer: nn.Module) -> dict[str, nn.Linear]:
+    return {name: module for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
+
+
+def check_pattern(model: PreTrainedModel, pattern: str) -> None:
+    if pattern != "2:4":
+        return
+    for index, layer in enumerate(decoder_layers(model)):
+        for name, linear in linear_targets(layer).items():
+            if linear.in_features % 4:
+                raise UserError(
+                    f"2:4 needs input dimensions divisible by 4; layer {index} {name} has {linear.in_features}"
+                )
+
+
+def sparsify(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: SparsifyConfig) -> SparsifyResult:
+    """Zero ``config.sparsity`` of the decoder layers' linear weights (see the module docstring)."""
+    check_pattern(model, config.pattern)
+    start = time.perf_counter()
+    layers = decoder_layers(model)
+    calls = capture_layer_calls(model, load_calibration(tokenizer, config.calibration).batches(config.batch_size))
+    sparsities = allocate(model, calls, config)
+    pruner = SPARSE_PRUNERS.get(config.pruner)
+    achieved = []
+    for index in track(range(len(layers)), description=f"sparsify ({config.pruner})"):
+        _prune_layer(layers[index], calls.for_layer(index), pruner, sparsities[index], config)
+        calls.advance(index, layers[index])
+        achieved.append(zero_fraction(layers[index]))
+    record_step(
+        model,
+        "sparsify",
+        pruner=config.pruner,
+        pattern=config.pattern,
+        allocation=config.allocation,
+        sparsity=config.sparsity,
+        sparsities=sparsities,
+        achieved=achieved,
+        calibration=asdict(config.calibration),
+    )
+    return SparsifyResult(sparsities, achieved, time.perf_counter() - start)
+
+
+def allocate(model: PreTrainedModel, calls: LayerCalls, config: SparsifyConfig) -> list[float]:
+    """Per-layer sparsities from the allocation (dense statistics are collected only if it is not uniform)."""
+    layers = decoder_layers(model)
+    if config.allocation == "uniform":
+        return [config.sparsity] * len(layers)
+    dense = LayerCalls(list(calls.hidden), calls.kwargs)
+    norms = []
+    for index, layer in enumerate(layers):
+        hessians = _hessians(layer, dense.for_layer(index), diagonal_only=True)
+        norms.append(hessians)
+        dense.advance(index, layer)
+    weights = [{name: lin.weight.detach() for name, lin in linear_targets(layer).items()} for layer in layers]
+    sparsities = ALLOCATIONS.get(config.allocation)(AllocationContext(weights, norms, config))
+    if not all(0 <= s < 1 for s in sparsities):
+        raise UserError(f"allocation {config.allocation} gives sparsities outside [0, 1): {sparsities}; lower its λ/ε")
+    return sparsities
+
+
+def _hessians(layer: nn.Module, inputs: LayerInputs, diagonal_only: bool = False) -> dict[str, torch.Tensor]:
+    targets = linear_targets(layer)
+    accumulators = {name: HessianAccumulator(lin.in_features) for name, lin in targets.items()}
+    handles = [
+        lin.register_forward_pre_hook(lambda module, args, acc=accumulators[name]: acc.add(args[0].detach()))
+        for name, lin in targets.items()
+    ]
+    try:
+        for _ in inputs.outputs(layer):
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: (torch.diagonal(a.hessian()) if diagonal_only else a.hessian()) for n, a in accumulators.items()}
+
+
+def _prune_layer(layer: nn.Module, inputs: LayerInputs, pruner, sparsity: float, config: SparsifyConfig) -> None:
+    hessians = _hessians(layer, inputs)
+    for name, linear in linear_targets(layer).items():
+        request = SparseRequest(linear.weight.data, hessians[name], sparsity, config.pattern, config.damp)
+        linear.weight.data.copy_(pruner(request).to(linear.weight.dtype))
+
+
+def zero_fraction(layer: nn.Module) -> float:
+    weights = [lin.weight for lin in linear_targets(layer).values()]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
