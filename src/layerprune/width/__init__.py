@@ -2,6 +2,7 @@
 
 from layerprune.width import (  # noqa: F401  (registration)
     allocation_alpha,
+    allocation_dsa,
     allocation_owl,
     allocation_uniform,
     magnitude,

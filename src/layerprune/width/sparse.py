@@ -42,6 +42,8 @@ class AllocationContext:
     weights: list[dict[str, torch.Tensor]]  # per layer: module path → weight
     input_norms: list[dict[str, torch.Tensor]]  # per layer: module path → diag(2XXᵀ/N) of the dense model
     config: SparsifyConfig
+    evaluate: Callable[[list[float]], float] | None = None  # fitness: calibration PPL after pruning so
+    found_function: dict | None = None  # set by allocations that discover a function (DSA)
 
     @property
     def target(self) -> float:
