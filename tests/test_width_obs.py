@@ -90,3 +90,18 @@ def test_target_mean_mode_hits_the_target(bounds):
     assert ratios == sorted(ratios)
     r0, r_max = solve_log_increase(30, 0.4, *bounds)
     assert ratios[0] == pytest.approx(r0) and ratios[-1] == pytest.approx(r_max)
+
+
+def test_batched_removal_matches_recomputing_the_inverse_hessian_each_batch():
+    weight, _, hessian = _problem(seed=5, dim=12)
+    groups = torch.arange(12).reshape(-1, 1)
+    removed, updated = obs_prune_groups(weight, hessian, groups, [3, 2], damp=0.0)
+    expected, alive = weight.clone(), list(range(12))
+    for size in (3, 2):
+        inverse = torch.linalg.inv(hessian[alive][:, alive])
+        scores = expected[:, alive].pow(2).sum(0) / torch.diagonal(inverse)
+        chosen = torch.argsort(scores)[:size]
+        expected[:, alive] = compensate(expected[:, alive], inverse, chosen)
+        assert [alive[i] for i in chosen.tolist()] == removed[: 3 if size == 3 else 5][-size:]
+        alive = [a for i, a in enumerate(alive) if i not in set(chosen.tolist())]
+    torch.testing.assert_close(updated, expected, atol=1e-9, rtol=0)

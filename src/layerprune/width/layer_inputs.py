@@ -8,6 +8,7 @@ run one by one: layer ``i``'s inputs are layer ``i − 1``'s outputs *after* it 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -57,14 +58,24 @@ def capture_layer_calls(model: PreTrainedModel, batches: Iterable[tuple[torch.Te
         layer.register_forward_pre_hook(_recorder(i, hidden, kwargs), with_kwargs=True)
         for i, layer in enumerate(layers)
     ]
+    handles.append(layers[-1].register_forward_pre_hook(_stop))  # the last outputs and the LM head are not needed
     device = next(model.parameters()).device
     try:
         for input_ids, attention_mask in batches:
-            model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
+            with contextlib.suppress(_Stop):
+                model(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
     return LayerCalls(hidden, kwargs)
+
+
+class _Stop(Exception):
+    """Raised once the last layer's inputs are recorded, to skip the rest of the forward pass."""
+
+
+def _stop(module: nn.Module, args: tuple) -> None:
+    raise _Stop
 
 
 def _recorder(index: int, hidden: list[torch.Tensor], kwargs: list[list[dict]]):

@@ -89,21 +89,28 @@ def obs_prune_groups(
 ) -> tuple[list[int], torch.Tensor]:
     """Remove ``sum(batches)`` groups of columns greedily with OBS compensation.
 
-    Before each batch ``A = (H_RR)⁻¹`` is recomputed over the remaining columns ``R``; the
-    batch's lowest-scoring groups are removed jointly and the rest of ``W_{:,R}`` is
-    compensated. Returns the removed group indices (in removal order) and the new weight
-    (removed columns zero, float64).
+    Each batch removes the lowest-scoring groups ``S`` jointly, compensates the remaining
+    columns, and then updates ``A`` to the inverse Hessian of the remaining columns ``R``,
+    ``(H_RR)⁻¹ = A_RR − A_RS (A_SS)⁻¹ A_SR`` (the Schur complement: an exact recomputation
+    at the cost of one rank-|S| update instead of a new inversion). Returns the removed
+    group indices (in removal order) and the new weight (removed columns zero, float64).
     """
     hessian, weight = damped(hessian.to(torch.float64), weight.to(torch.float64), damp)
-    alive = list(range(len(groups)))
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
+    alive, columns = list(range(len(groups))), groups.reshape(-1)
     removed: list[int] = []
     for size in batches:
-        columns = groups[alive].reshape(-1)
-        inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian[columns[:, None], columns[None, :]]))
         local = torch.arange(len(columns)).reshape(len(alive), -1)
         scores = group_scores(weight[:, columns], inverse, local)
         chosen = torch.argsort(scores, stable=True)[:size].tolist()
-        weight[:, columns] = compensate(weight[:, columns], inverse, local[chosen].reshape(-1))
+        drop = local[chosen].reshape(-1)
+        solved = torch.linalg.solve(inverse[drop[:, None], drop[None, :]], inverse[drop, :])  # (A_SS)⁻¹ A_{S,:}
+        weight[:, columns] -= weight[:, columns[drop]] @ solved
+        weight[:, columns[drop]] = 0.0
+        keep = torch.ones(len(columns), dtype=torch.bool)
+        keep[drop] = False
+        inverse = (inverse - inverse[:, drop] @ solved)[keep][:, keep]
         removed.extend(alive[i] for i in chosen)
         alive = [g for i, g in enumerate(alive) if i not in set(chosen)]
+        columns = columns[keep]
     return removed, weight
