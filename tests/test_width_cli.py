@@ -67,3 +67,14 @@ def test_two_four_on_an_indivisible_dimension_exits_2(tmp_path, capsys):
     args = ["sparsify", "--model", str(tmp_path / "odd"), "--sparsity", "0.5", "--pattern", "2:4"]
     assert main([*args, "--output", str(out)]) == 2
     assert "divisible by 4" in capsys.readouterr().err and not out.exists()
+
+
+def test_every_registered_width_name_is_documented():
+    from pathlib import Path
+
+    from layerprune.width import ALLOCATIONS, SPARSE_PRUNERS, WIDTH_METHODS
+
+    text = (Path(__file__).parents[1] / "docs" / "width.md").read_text()
+    for registry in (WIDTH_METHODS, SPARSE_PRUNERS, ALLOCATIONS):
+        for name in registry.names():
+            assert f"| `{name}` |" in text, name

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--owl-lambda", type=float, default=defaults.owl_lambda, help="OWL spread λ")
     parser.add_argument("--alpha-epsilon", type=float, default=defaults.alpha_epsilon, help="AlphaPruning spread ε")
     parser.add_argument("--damp", type=float, default=defaults.damp, help="SparseGPT Hessian damping")
+    parser.add_argument("--generations", type=int, default=defaults.dsa_generations, help="DSA search generations")
+    parser.add_argument("--population", type=int, default=defaults.dsa_population, help="DSA population size")
+    parser.add_argument("--dsa-samples", type=int, default=defaults.dsa_samples, help="DSA fitness windows")
+    parser.add_argument("--dsa-function", default=None, help="DSA: name (or .json) of the function to reuse/save")
+    parser.add_argument("--dsa-state", default=None, help="DSA: search state file (resumed if present)")
     add_calibration_arguments(parser)
     parser.set_defaults(samples=defaults.calibration.samples)
     add_output_arguments(parser, "the sparse model")
@@ -48,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
         owl_lambda=args.owl_lambda,
         alpha_epsilon=args.alpha_epsilon,
         damp=args.damp,
+        dsa_function=args.dsa_function,
+        dsa_state=args.dsa_state,
+        dsa_generations=args.generations,
+        dsa_population=args.population,
+        dsa_samples=args.dsa_samples,
         calibration=calibration_config_from_arguments(args),
     )
     model, tokenizer = load_from_arguments(args)
@@ -55,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     result = sparsify(model, tokenizer, config)
     for index, (wanted, got) in enumerate(zip(result.sparsities, result.achieved, strict=True)):
         console.print(f"layer {index:>3}: sparsity {wanted:.3f} (zeros {got:.3f})")
+    if result.function is not None:
+        console.print(f"allocation function: {result.function}")
     console.print(f"sparsify took {result.seconds:.1f} s; weights stay dense with zeros in place")
     save_and_report_size(model, tokenizer, args, before)
     return 0
