@@ -68,10 +68,18 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
     for sparsity in args.sparsities:
         for allocation in args.allocations:
             model, _ = load_model("default")
-            config = SparsifyConfig(args.pruner, sparsity, allocation=allocation, calibration=calibration)
+            config = SparsifyConfig(
+                args.pruner,
+                sparsity,
+                allocation=allocation,
+                calibration=calibration,
+                dsa_generations=args.dsa_generations,
+                dsa_population=args.dsa_population,
+            )
             result = sparsify(model, tokenizer, config)
             label = f"{args.pruner} {allocation} {sparsity}"
-            rows.append(row(label, model, tokenizer, args, result.seconds, 1, sparsities=result.sparsities))
+            extra = {"sparsities": [round(v, 3) for v in result.sparsities], "function": result.function}
+            rows.append(row(label, model, tokenizer, args, result.seconds, 1, **extra))
     return rows
 
 
@@ -106,7 +114,7 @@ def combined(args: argparse.Namespace) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    keys = [k for k in rows[0] if k != "sparsities"]
+    keys = [k for k in rows[0] if k not in ("sparsities", "function")]
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     for r in rows:
         lines.append("| " + " | ".join(_cell(r.get(k)) for k in keys) + " |")
@@ -124,6 +132,8 @@ def main() -> None:
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7])
     parser.add_argument("--allocations", nargs="+", default=["uniform", "owl", "alpha"])
     parser.add_argument("--pruner", default="wanda")
+    parser.add_argument("--dsa-generations", type=int, default=2)
+    parser.add_argument("--dsa-population", type=int, default=4)
     parser.add_argument("--fewer", type=float, default=0.25, help="combined: fraction of decoder parameters removed")
     parser.add_argument("--width-schedule", default="log-increase")
     parser.add_argument("--samples", type=int, default=32)

@@ -17,6 +17,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_config
+from layerprune.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -35,14 +36,12 @@ class WidthLayout:
     gate_up_proj: str = ""
 
 
-_LAYOUTS: dict[str, WidthLayout] = {}
+LAYOUTS: Registry[WidthLayout] = Registry("width layout")
 
 
 def register_layout(layout: WidthLayout) -> WidthLayout:
     """Add a family's projection layout; ``layout.family`` is the ``config.model_type`` it serves."""
-    if layout.family in _LAYOUTS:
-        raise ValueError(f"width layout {layout.family!r} is already registered")
-    _LAYOUTS[layout.family] = layout
+    LAYOUTS.add(layout.family, layout)
     return layout
 
 
@@ -63,19 +62,19 @@ register_layout(
 
 
 def width_families() -> list[str]:
-    return sorted(_LAYOUTS)
+    return LAYOUTS.names()
 
 
 def get_layout(model_or_config: PreTrainedModel | PretrainedConfig) -> WidthLayout:
     """The family's layout; a family whose projections cannot be located is a :class:`UserError`."""
     config = getattr(model_or_config, "config", model_or_config)
     family = config.model_type
-    if family not in _LAYOUTS:
+    if family not in LAYOUTS:
         raise UserError(
             f"width pruning cannot locate the attention/MLP projections of model_type {family!r}; "
             f"supported: {', '.join(width_families())}"
         )
-    return _LAYOUTS[family]
+    return LAYOUTS.get(family)
 
 
 @dataclass(frozen=True)

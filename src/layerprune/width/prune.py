@@ -43,7 +43,7 @@ from layerprune.width.base import WIDTH_METHODS, ColumnRequest
 from layerprune.width.heterogeneous import WIDTHS_KEY
 from layerprune.width.layer_inputs import LayerInputs, capture_layer_calls
 from layerprune.width.obs import HessianAccumulator
-from layerprune.width.projections import LayerWidth, get_layout
+from layerprune.width.projections import LayerWidth, dense_width, get_layout
 from layerprune.width.schedule import layer_ratios
 from layerprune.width.shrink import layer_width, shrink_layer
 
@@ -110,7 +110,7 @@ def width_prune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conf
     """Remove heads and FFN channels from every decoder layer in place (see the module docstring)."""
     layout = get_layout(model)
     text_config = decoder_config(model)
-    head_dim = getattr(text_config, "head_dim", None) or text_config.hidden_size // text_config.num_attention_heads
+    _, head_dim = dense_width(model)
     layers = decoder_layers(model)
     ratios = layer_ratios(len(layers), config.schedule, config.ratio, config.min_ratio, config.max_ratio)
     plans = [
