@@ -105,3 +105,15 @@ def test_batched_removal_matches_recomputing_the_inverse_hessian_each_batch():
         assert [alive[i] for i in chosen.tolist()] == removed[: 3 if size == 3 else 5][-size:]
         alive = [a for i, a in enumerate(alive) if i not in set(chosen.tolist())]
     torch.testing.assert_close(updated, expected, atol=1e-9, rtol=0)
+
+
+def test_hessian_accumulator_full_and_diagonal_modes():
+    from layerprune.width.obs import HessianAccumulator
+
+    _, inputs, hessian = _problem(seed=6)
+    full, diagonal = HessianAccumulator(8), HessianAccumulator(8, diagonal=True)
+    for chunk in inputs.T.split(24):
+        full.add(chunk[None])
+        diagonal.add(chunk[None])
+    torch.testing.assert_close(full.hessian(), hessian, atol=1e-12, rtol=0)
+    torch.testing.assert_close(diagonal.hessian(), torch.diag(torch.diagonal(hessian)), atol=1e-12, rtol=0)

@@ -25,19 +25,25 @@ import torch
 
 
 class HessianAccumulator:
-    """Running ``H = 2 X Xᵀ / N`` over every token row fed to :meth:`add` (in float64)."""
+    """Running ``H = 2 X Xᵀ / N`` over every token row fed to :meth:`add` (in float64).
 
-    def __init__(self, dim: int) -> None:
-        self.sum = torch.zeros(dim, dim, dtype=torch.float64)
+    With ``diagonal=True`` only ``diag H`` is accumulated (what Wanda needs); :meth:`hessian`
+    then returns the diagonal matrix.
+    """
+
+    def __init__(self, dim: int, diagonal: bool = False) -> None:
+        self.diagonal = diagonal
+        self.sum = torch.zeros(dim if diagonal else (dim, dim), dtype=torch.float64)
         self.count = 0
 
     def add(self, inputs: torch.Tensor) -> None:
         rows = inputs.reshape(-1, inputs.shape[-1]).to(torch.float64)
-        self.sum += rows.T @ rows
+        self.sum += rows.pow(2).sum(0) if self.diagonal else rows.T @ rows
         self.count += rows.shape[0]
 
     def hessian(self) -> torch.Tensor:
-        return 2 * self.sum / max(self.count, 1)
+        scaled = 2 * self.sum / max(self.count, 1)
+        return torch.diag(scaled) if self.diagonal else scaled
 
 
 def damped(hessian: torch.Tensor, weight: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,9 @@ def sparsegpt(request: SparseRequest) -> torch.Tensor:
     return weight.to(request.weight.dtype)
 
 
+sparsegpt.full_hessian = True  # the other pruners need only diag H
+
+
 def _prune_block(weight: torch.Tensor, upper: torch.Tensor, start: int, end: int, request: SparseRequest):
     """Prune columns ``start:end`` in place; return the scaled errors (out × block)."""
     block = weight[:, start:end]

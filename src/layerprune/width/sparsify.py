@@ -150,7 +150,8 @@ def allocation_context(model: PreTrainedModel, calls: LayerCalls, config: Sparsi
     if config.allocation != "uniform":
         dense = LayerCalls(list(calls.hidden), calls.kwargs)
         for index, layer in enumerate(layers):
-            norms.append(_hessians(layer, dense.for_layer(index), diagonal_only=True))
+            hessians = _hessians(layer, dense.for_layer(index), diagonal_only=True)
+            norms.append({name: torch.diagonal(h) for name, h in hessians.items()})
             dense.advance(index, layer)
     return AllocationContext(weights, norms, config)
 
@@ -181,7 +182,7 @@ def _fitness(model, tokenizer, calls: LayerCalls, config: SparsifyConfig):
 
 def _hessians(layer: nn.Module, inputs: LayerInputs, diagonal_only: bool = False) -> dict[str, torch.Tensor]:
     targets = linear_targets(layer)
-    accumulators = {name: HessianAccumulator(lin.in_features) for name, lin in targets.items()}
+    accumulators = {name: HessianAccumulator(lin.in_features, diagonal_only) for name, lin in targets.items()}
     handles = [
         lin.register_forward_pre_hook(lambda module, args, acc=accumulators[name]: acc.add(args[0].detach()))
         for name, lin in targets.items()
@@ -192,11 +193,11 @@ def _hessians(layer: nn.Module, inputs: LayerInputs, diagonal_only: bool = False
     finally:
         for handle in handles:
             handle.remove()
-    return {n: (torch.diagonal(a.hessian()) if diagonal_only else a.hessian()) for n, a in accumulators.items()}
+    return {name: accumulator.hessian() for name, accumulator in accumulators.items()}
 
 
 def _prune_layer(layer: nn.Module, inputs: LayerInputs, pruner, sparsity: float, config: SparsifyConfig) -> None:
-    hessians = _hessians(layer, inputs)
+    hessians = _hessians(layer, inputs, diagonal_only=not getattr(pruner, "full_hessian", False))
     for name, linear in linear_targets(layer).items():
         request = SparseRequest(linear.weight.data, hessians[name], sparsity, config.pattern, config.damp)
         linear.weight.data.copy_(pruner(request).to(linear.weight.dtype))
