@@ -39,9 +39,10 @@ def decoder_parameters(model) -> int:
     return sum(p.numel() for p in decoder_layers(model).parameters())
 
 
-def row(label: str, model, tokenizer, args, seconds: float, dense_params: int, **extra) -> dict:
+def row(label: str, model, tokenizer, args, seconds: float, dense_params: int | None, **extra) -> dict:
     result = {"run": label, "ppl": wikitext_ppl(model, tokenizer, args), "prune_s": round(seconds, 1)}
-    result["decoder_params_removed"] = round(1 - decoder_parameters(model) / dense_params, 4)
+    if dense_params is not None:  # width/depth; sparsity keeps every parameter (zeros in place)
+        result["decoder_params_removed"] = round(1 - decoder_parameters(model) / dense_params, 4)
     print(json.dumps(result | extra), flush=True)
     return result | extra
 
@@ -78,8 +79,13 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
             )
             result = sparsify(model, tokenizer, config)
             label = f"{args.pruner} {allocation} {sparsity}"
-            extra = {"sparsities": [round(v, 3) for v in result.sparsities], "function": result.function}
-            rows.append(row(label, model, tokenizer, args, result.seconds, 1, **extra))
+            zeros = round(sum(result.achieved) / len(result.achieved), 4)
+            extra = {
+                "zeros": zeros,
+                "sparsities": [round(v, 3) for v in result.sparsities],
+                "function": result.function,
+            }
+            rows.append(row(label, model, tokenizer, args, result.seconds, None, **extra))
     return rows
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from layerprune.models.architectures import decoder_layers
+from layerprune.width.obs import HessianAccumulator
 
 
 @dataclass
@@ -31,6 +32,24 @@ class LayerInputs:
         for hidden, kwargs in zip(self.hidden, self.kwargs, strict=True):
             output = layer(hidden, **kwargs)
             yield output[0] if isinstance(output, tuple) else output
+
+
+def input_hessians(
+    layer: nn.Module, linears: dict[str, nn.Linear], inputs: LayerInputs, diagonal: bool = False
+) -> dict[str, torch.Tensor]:
+    """``H = 2XXᵀ/N`` of each of ``linears``' inputs while ``layer`` runs on ``inputs`` (diag only if asked)."""
+    accumulators = {name: HessianAccumulator(lin.in_features, diagonal) for name, lin in linears.items()}
+    handles = [
+        lin.register_forward_pre_hook(lambda module, args, acc=accumulators[name]: acc.add(args[0].detach()))
+        for name, lin in linears.items()
+    ]
+    try:
+        for _ in inputs.outputs(layer):
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: accumulator.hessian() for name, accumulator in accumulators.items()}
 
 
 @dataclass

@@ -25,9 +25,7 @@ the KV cache at full size.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -41,8 +39,7 @@ from layerprune.models.architectures import decoder_config, decoder_layers, get_
 from layerprune.provenance import record_step
 from layerprune.width.base import WIDTH_METHODS, ColumnRequest
 from layerprune.width.heterogeneous import WIDTHS_KEY
-from layerprune.width.layer_inputs import LayerInputs, capture_layer_calls
-from layerprune.width.obs import HessianAccumulator
+from layerprune.width.layer_inputs import LayerInputs, capture_layer_calls, input_hessians
 from layerprune.width.projections import LayerWidth, dense_width, get_layout
 from layerprune.width.schedule import layer_ratios
 from layerprune.width.shrink import layer_width, shrink_layer
@@ -148,44 +145,33 @@ def _prune_layer(
 ):
     layout = get_layout(text_config)
     width = layer_width(layer, layout, head_dim)
-    method = WIDTH_METHODS.get(config.method)
     o_proj, down_proj = get_submodule(layer, layout.o_proj), get_submodule(layer, layout.down_proj)
     groups = torch.arange(o_proj.in_features).reshape(width.num_key_value_heads, -1)
-    removed_groups = _prune_columns(
-        layer, o_proj, inputs, method, ColumnRequest(None, None, groups, plan[0], "heads", config.damp)
-    )
+    removed_groups = _prune_columns(layer, o_proj, inputs, groups, plan[0], "heads", config)
     channels = torch.arange(down_proj.in_features).reshape(-1, 1)
-    removed_channels = _prune_columns(
-        layer, down_proj, inputs, method, ColumnRequest(None, None, channels, plan[1], "channels", config.damp)
-    )
+    removed_channels = _prune_columns(layer, down_proj, inputs, channels, plan[1], "channels", config)
     keep_groups = [g for g in range(width.num_key_value_heads) if g not in set(removed_groups)]
     keep_channels = [c for c in range(width.intermediate_size) if c not in set(removed_channels)]
     return shrink_layer(layer, layout, text_config, head_dim, keep_groups, keep_channels)
 
 
 def _prune_columns(
-    layer: nn.Module, linear: nn.Linear, inputs: LayerInputs, method, request: ColumnRequest
+    layer: nn.Module,
+    linear: nn.Linear,
+    inputs: LayerInputs,
+    groups: torch.Tensor,
+    count: int,
+    kind: str,
+    config: WidthConfig,
 ) -> list[int]:
-    """Collect ``linear``'s input Hessian over the calibration batches, let ``method`` choose, write the weight."""
-    if request.count == 0:
+    """Collect ``linear``'s input Hessian, let the method choose ``count`` groups, write the new weight."""
+    if count == 0:
         return []
-    accumulator = HessianAccumulator(linear.in_features)
-    with _recording(linear, accumulator):
-        for _ in inputs.outputs(layer):
-            pass
-    request.weight, request.hessian = linear.weight.data.to(torch.float64), accumulator.hessian()
-    removed, weight = method(request)
+    hessian = input_hessians(layer, {"linear": linear}, inputs)["linear"]
+    request = ColumnRequest(linear.weight.data.to(torch.float64), hessian, groups, count, kind, config.damp)
+    removed, weight = WIDTH_METHODS.get(config.method)(request)
     linear.weight.data.copy_(weight.to(linear.weight.dtype))
     return removed
-
-
-@contextlib.contextmanager
-def _recording(linear: nn.Linear, accumulator: HessianAccumulator) -> Iterator[None]:
-    handle = linear.register_forward_pre_hook(lambda module, args: accumulator.add(args[0].detach()))
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 def _write_widths(config, widths: list[LayerWidth], head_dim: int) -> None:

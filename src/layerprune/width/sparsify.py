@@ -28,8 +28,7 @@ from layerprune.calibration import CalibrationConfig, load_calibration
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_layers
 from layerprune.provenance import get_provenance, record_step
-from layerprune.width.layer_inputs import LayerCalls, LayerInputs, capture_layer_calls
-from layerprune.width.obs import HessianAccumulator
+from layerprune.width.layer_inputs import LayerCalls, LayerInputs, capture_layer_calls, input_hessians
 from layerprune.width.sparse import ALLOCATIONS, PATTERNS, SPARSE_PRUNERS, AllocationContext, SparseRequest
 
 
@@ -150,7 +149,7 @@ def allocation_context(model: PreTrainedModel, calls: LayerCalls, config: Sparsi
     if config.allocation != "uniform":
         dense = LayerCalls(list(calls.hidden), calls.kwargs)
         for index, layer in enumerate(layers):
-            hessians = _hessians(layer, dense.for_layer(index), diagonal_only=True)
+            hessians = input_hessians(layer, linear_targets(layer), dense.for_layer(index), diagonal=True)
             norms.append({name: torch.diagonal(h) for name, h in hessians.items()})
             dense.advance(index, layer)
     return AllocationContext(weights, norms, config)
@@ -180,24 +179,9 @@ def _fitness(model, tokenizer, calls: LayerCalls, config: SparsifyConfig):
     return evaluate
 
 
-def _hessians(layer: nn.Module, inputs: LayerInputs, diagonal_only: bool = False) -> dict[str, torch.Tensor]:
-    targets = linear_targets(layer)
-    accumulators = {name: HessianAccumulator(lin.in_features, diagonal_only) for name, lin in targets.items()}
-    handles = [
-        lin.register_forward_pre_hook(lambda module, args, acc=accumulators[name]: acc.add(args[0].detach()))
-        for name, lin in targets.items()
-    ]
-    try:
-        for _ in inputs.outputs(layer):
-            pass
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: accumulator.hessian() for name, accumulator in accumulators.items()}
-
-
 def _prune_layer(layer: nn.Module, inputs: LayerInputs, pruner, sparsity: float, config: SparsifyConfig) -> None:
-    hessians = _hessians(layer, inputs, diagonal_only=not getattr(pruner, "full_hessian", False))
+    full = getattr(pruner, "full_hessian", False)
+    hessians = input_hessians(layer, linear_targets(layer), inputs, diagonal=not full)
     for name, linear in linear_targets(layer).items():
         request = SparseRequest(linear.weight.data, hessians[name], sparsity, config.pattern, config.damp)
         linear.weight.data.copy_(pruner(request).to(linear.weight.dtype))
