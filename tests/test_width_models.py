@@ -127,3 +127,27 @@ def test_family_whose_projections_cannot_be_located_is_a_user_error(tmp_path):
     model, tokenizer = load_model(str(tmp_path / "gpt2"))
     with pytest.raises(UserError, match="cannot locate"):
         width_prune(model, tokenizer, WidthConfig(calibration=CALIBRATION))
+
+
+@pytest.mark.parametrize("order", ["depth-then-width", "width-then-depth"])
+def test_depth_and_width_combine_in_either_order(order, tmp_path):
+    from layerprune.surgery import remove_layers
+
+    model = tiny_model("qwen3")
+    config = WidthConfig(ratio=0.3, schedule="log-increase", calibration=CALIBRATION)
+    if order == "depth-then-width":
+        remove_layers(model, [1])
+        width_prune(model, tiny_tokenizer(), config)
+    else:
+        widths = width_prune(model, tiny_tokenizer(), config).widths
+        remove_layers(model, [1])
+        assert decoder_config(model).layerprune_layer_widths[1]["intermediate_size"] == widths[2].intermediate_size
+    save_model(model, tiny_tokenizer(), tmp_path / "m")
+    native, _ = load_model(str(tmp_path / "m"))
+    ids = token_batch(2, 10, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(native(ids).logits, model(ids).logits, atol=1e-5, rtol=0)
+    assert_cache_consistent(native)
+    assert [s["stage"] for s in read_record(tmp_path / "m")["steps"]][-2:] == (
+        ["prune", "width"] if order == "depth-then-width" else ["width", "prune"]
+    )
