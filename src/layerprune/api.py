@@ -25,6 +25,7 @@ from layerprune.provenance import get_provenance
 from layerprune.report import write_report
 from layerprune.saving import save_model
 from layerprune.surgery import keep_layers, remove_layers
+from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
 
 __all__ = [
     "MERGE_OPERATORS",
@@ -45,9 +46,11 @@ __all__ = [
     "Scores",
     "ScoringContext",
     "SlmConfig",
+    "SparsifyConfig",
     "SpeedOptions",
     "StreamlineConfig",
     "TrainConfig",
+    "WidthConfig",
     "compare_table",
     "evaluate",
     "get_provenance",
@@ -66,6 +69,8 @@ __all__ = [
     "run_tasks",
     "save_model",
     "score",
+    "sparsify",
+    "width_prune",
     "write_report",
     "write_results",
 ]

@@ -242,6 +242,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__} to JSON")
 
 
+def _write_narrow_modeling(model: PreTrainedModel, directory: Path) -> None:
+    """A model with per-layer widths also needs its modeling module (see layerprune.width.heterogeneous)."""
+    from layerprune.width.heterogeneous import is_narrow, write_modeling
+
+    if is_narrow(model):
+        write_modeling(model, directory)
+
+
 def save_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase | None,
@@ -266,6 +274,7 @@ def save_model(
     record = {**get_provenance(model).to_record(), **(extra_record or {})}
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp)
+        _write_narrow_modeling(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         write_legacy_keys(tmp)

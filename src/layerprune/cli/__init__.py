@@ -16,7 +16,20 @@ from transformers.utils import logging as transformers_logging
 
 from layerprune.errors import UserError
 
-SUBCOMMANDS = ("info", "prune", "score", "merge", "replace", "heal", "iterate", "eval", "compare", "report")
+SUBCOMMANDS = (
+    "info",
+    "prune",
+    "score",
+    "merge",
+    "replace",
+    "heal",
+    "iterate",
+    "eval",
+    "compare",
+    "report",
+    "width",
+    "sparsify",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

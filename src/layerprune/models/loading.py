@@ -188,7 +188,12 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
         raise UserError(f"{path} is not a Hugging Face model directory (no config.json)")
     if not (has_safetensors or has_pickle or _has_remote_code(path)):
         raise UserError(f"{path} has a config.json but no weights (*.safetensors, or *.bin with --allow-pickle)")
+    from layerprune.width.heterogeneous import load_narrow
+
     try:
+        narrow = load_narrow(path, dtype=dtype, device_map=device_map, use_safetensors=has_safetensors)
+        if narrow is not None:  # per-layer widths: built from layerprune's own code, no remote code runs
+            return narrow, _load_tokenizer(str(path), trust_remote_code)
         return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
     except (OSError, SafetensorError, json.JSONDecodeError) as error:
         raise UserError(f"cannot load the model in {path}: {_first_line(error)}") from None
@@ -227,7 +232,7 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
             trust_remote_code=trust_remote_code,
             use_safetensors=use_safetensors,
         )
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        tokenizer = _load_tokenizer(name, trust_remote_code)
     except ValueError as error:
         if "trust_remote_code" not in str(error):
             raise
@@ -235,9 +240,14 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
             f"{name} contains its own model code, which runs on your machine when loaded; "
             "pass --trust-remote-code (trust_remote_code=True) if you trust it"
         ) from None
+    return model, tokenizer
+
+
+def _load_tokenizer(name: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def _attach_provenance(model: PreTrainedModel, spec: str) -> None:

@@ -1,0 +1,159 @@
+"""Width pruning and sparsity on the embedded model: WikiText-2 PPL and wall time side by side in one run.
+
+Parts (``--part``):
+
+* ``structured``: SlimGPT (uniform and log-increase) vs magnitude vs Wanda-structured at
+  each ``--ratios`` (fraction of decoder-layer projection parameters removed);
+* ``unstructured``: Wanda at each ``--sparsities`` with the uniform / OWL / AlphaPruning
+  allocations;
+* ``combined``: depth (Block Influence) vs width (SlimGPT) vs both at ``--fewer`` of the
+  decoder parameters removed; PPL, prefill latency and decode throughput measured in one run.
+
+PPL is the evaluation stage's WikiText-2 protocol over the first ``--ppl-windows`` windows
+of ``--ppl-length`` tokens (a reduced count, stated in the output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.data_paths import data_dir
+from layerprune.evaluation import PerplexityOptions, SpeedOptions, measure_speed, perplexity
+from layerprune.metrics import METRICS, ScoringContext
+from layerprune.models import decoder_layers, load_model
+from layerprune.surgery import remove_layers
+from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
+
+
+def wikitext_ppl(model, tokenizer, args: argparse.Namespace) -> float:
+    options = PerplexityOptions(seq_len=args.ppl_length, max_windows=args.ppl_windows)
+    return perplexity(model, tokenizer, "wikitext2", options, data_dir=data_dir())["ppl"]
+
+
+def decoder_parameters(model) -> int:
+    return sum(p.numel() for p in decoder_layers(model).parameters())
+
+
+def row(label: str, model, tokenizer, args, seconds: float, dense_params: int | None, **extra) -> dict:
+    result = {"run": label, "ppl": wikitext_ppl(model, tokenizer, args), "prune_s": round(seconds, 1)}
+    if dense_params is not None:  # width/depth; sparsity keeps every parameter (zeros in place)
+        result["decoder_params_removed"] = round(1 - decoder_parameters(model) / dense_params, 4)
+    print(json.dumps(result | extra), flush=True)
+    return result | extra
+
+
+def structured(args: argparse.Namespace) -> list[dict]:
+    dense, tokenizer = load_model("default")
+    dense_params = decoder_parameters(dense)
+    rows = [row("dense", dense, tokenizer, args, 0.0, dense_params)]
+    calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
+    variants = [("slimgpt", "uniform"), ("slimgpt", "log-increase"), ("magnitude", "uniform"), ("wanda", "uniform")]
+    for ratio in args.ratios:
+        for method, schedule in variants:
+            model, _ = load_model("default")
+            config = WidthConfig(method=method, ratio=ratio, schedule=schedule, calibration=calibration)
+            result = width_prune(model, tokenizer, config)
+            rows.append(row(f"{method} {schedule} {ratio}", model, tokenizer, args, result.seconds, dense_params))
+    return rows
+
+
+def unstructured(args: argparse.Namespace) -> list[dict]:
+    _, tokenizer = load_model("default")
+    calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
+    rows = []
+    for sparsity in args.sparsities:
+        for allocation in args.allocations:
+            model, _ = load_model("default")
+            config = SparsifyConfig(
+                args.pruner,
+                sparsity,
+                allocation=allocation,
+                calibration=calibration,
+                dsa_generations=args.dsa_generations,
+                dsa_population=args.dsa_population,
+            )
+            result = sparsify(model, tokenizer, config)
+            label = f"{args.pruner} {allocation} {sparsity}"
+            zeros = round(sum(result.achieved) / len(result.achieved), 4)
+            extra = {
+                "zeros": zeros,
+                "sparsities": [round(v, 3) for v in result.sparsities],
+                "function": result.function,
+            }
+            rows.append(row(label, model, tokenizer, args, result.seconds, None, **extra))
+    return rows
+
+
+def combined(args: argparse.Namespace) -> list[dict]:
+    dense, tokenizer = load_model("default")
+    dense_params, layers = decoder_parameters(dense), len(decoder_layers(dense))
+    calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
+    speed = SpeedOptions(prompt_len=128, decode_tokens=32, repeats=args.speed_repeats)
+    depth_only, both_depth = round(args.fewer * layers), round(args.fewer * layers / 2)
+    plans = {
+        "dense": (0, 0.0),
+        f"depth: bi −{depth_only} layers": (depth_only, 0.0),
+        f"width: slimgpt {args.width_schedule} {args.fewer}": (0, args.fewer),
+        "both": (both_depth, 1 - (1 - args.fewer) * layers / (layers - both_depth)),
+    }
+    rows = []
+    for label, (count, ratio) in plans.items():
+        model, _ = load_model("default")
+        began = time.perf_counter()
+        if count:
+            context = ScoringContext(seed=0)
+            context.calibration = load_calibration(tokenizer, CalibrationConfig())
+            remove_layers(model, METRICS.get("bi")(model, context).removal_order(count), method="bi")
+        if ratio:
+            config = WidthConfig(ratio=ratio, schedule=args.width_schedule, calibration=calibration)
+            width_prune(model, tokenizer, config)
+        seconds = time.perf_counter() - began
+        timing = measure_speed(model, speed)
+        keep = {k: timing[k] for k in ("prefill_latency_s", "decode_tokens_per_s") if k in timing}
+        rows.append(row(label, model, tokenizer, args, seconds, dense_params, width_ratio=round(ratio, 4), **keep))
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = [k for k in rows[0] if k not in ("sparsities", "function")]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k)) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return f"{value:.2f}" if isinstance(value, float) and value > 1 else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--part", choices=("structured", "unstructured", "combined"), default="structured")
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7])
+    parser.add_argument("--allocations", nargs="+", default=["uniform", "owl", "alpha"])
+    parser.add_argument("--pruner", default="wanda")
+    parser.add_argument("--dsa-generations", type=int, default=2)
+    parser.add_argument("--dsa-population", type=int, default=4)
+    parser.add_argument("--fewer", type=float, default=0.25, help="combined: fraction of decoder parameters removed")
+    parser.add_argument("--width-schedule", default="log-increase")
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--ppl-windows", type=int, default=20)
+    parser.add_argument("--ppl-length", type=int, default=512)
+    parser.add_argument("--speed-repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = {"structured": structured, "unstructured": unstructured, "combined": combined}[args.part](args)
+    print(json.dumps({"settings": vars(args)}))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
