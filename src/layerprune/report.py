@@ -43,14 +43,51 @@ def write_report(
     scores = _read_scores(scores_path) if scores_path else None
     runs = [read_results(path) for path in results_paths]
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        sections = ["# layerprune report\n"]
-        if scores is not None:
-            sections.append(_scores_section(scores, remove))
-            _plot_scores(scores, tmp)
-        if runs:
-            sections.append(_results_section(runs, [str(path) for path in results_paths]))
-        atomic_write_text(tmp / "report.md", "\n".join(sections))
+        sections = report_sections(tmp, scores, runs, [str(path) for path in results_paths], remove)
+        atomic_write_text(tmp / "report.md", "\n".join(["# layerprune report\n", *sections]))
     return Path(output_dir)
+
+
+def report_sections(
+    directory: Path, scores: dict[str, Any] | None, runs: list[dict[str, Any]], names: list[str], remove: int
+) -> list[str]:
+    """The Markdown sections for a scores dict and results dicts; their figures are written to ``directory``."""
+    sections = []
+    if scores is not None:
+        sections.append(_scores_section(scores, remove))
+        _plot_scores(scores, directory)
+    if runs:
+        sections.append(_results_section(runs, names))
+    return sections
+
+
+def write_run_report(directory: Path, inputs: dict[str, Path], title: str) -> Path:
+    """``report.md`` of a pipeline run from its stage directories (``inputs``: stage name → directory)."""
+    scores = _read_scores(inputs["score"] / "scores.json") if "score" in inputs else None
+    named = [(name, inputs[stage] / "results.json") for name, stage in (("dense", "dense"), ("final", "evaluate"))]
+    named = [(name, path) for name, path in named if path.is_file()]
+    runs = [read_results(path) for _, path in named]
+    removed = runs[-1]["source_num_layers"] - runs[-1]["num_layers"] if runs and runs[-1]["source_num_layers"] else 8
+    sections = report_sections(directory, scores, runs, [name for name, _ in named], max(removed, 1))
+    curve = next(iter(sorted(inputs["heal"].rglob("loss_curve.json"))), None) if "heal" in inputs else None
+    if curve is not None:
+        plot_loss_curve(json.loads(curve.read_text()), directory / "loss.png")
+        sections.append("## Healing\n\n![training and validation loss](loss.png)\n")
+    atomic_write_text(directory / "report.md", "\n".join([f"# {title}\n", *sections]))
+    return directory / "report.md"
+
+
+def plot_loss_curve(curve: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Training and validation loss by step (``loss_curve.json`` of a heal)."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for split, points in curve.items():
+        if points:
+            axes.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=split)
+    axes.set(title="healing loss", xlabel="step", ylabel="loss")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _read_scores(path: str | Path) -> dict[str, Any]:

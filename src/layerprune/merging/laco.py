@@ -15,21 +15,24 @@ the paper and its code. (A candidate passes at ≥ T; the paper writes > T. The 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
+
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.merging.candidates import StackScorer
 from layerprune.merging.stack import LayerStack
 
 
-@dataclass
+@strict_config
 class LacoConfig:
     """LaCo's C, I, L and H (T is passed separately); ``highest`` None means the last layer."""
 
-    merge_layers: int = 4
-    interval: int = 2
-    lowest: int = 1
-    highest: int | None = None
+    merge_layers: Annotated[int, Field(ge=2)] = 4
+    interval: Annotated[int, Field(ge=1)] = 2
+    lowest: Annotated[int, Field(ge=0)] = 1
+    highest: Annotated[int, Field(ge=0)] | None = None
 
     def validate(self, num_layers: int) -> int:
         """Check the options against the model; return H resolved."""
