@@ -15,7 +15,20 @@ from transformers.utils import logging as transformers_logging
 
 from layerprune.errors import UserError
 
-SUBCOMMANDS = ("info", "prune", "score", "merge", "replace", "heal", "iterate", "eval", "compare", "report")
+SUBCOMMANDS = (
+    "run",
+    "study",
+    "recipes",
+    "info",
+    "prune",
+    "score",
+    "merge",
+    "replace",
+    "heal",
+    "eval",
+    "compare",
+    "report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

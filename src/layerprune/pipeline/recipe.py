@@ -166,9 +166,11 @@ class HealSection(Section):
 
 @strict_config
 class EvaluateSection(EvalConfig):
-    """:class:`EvalConfig` plus ``dense``: also evaluate the dense model (once; reused by every run and cell)."""
+    """:class:`EvalConfig` plus ``dense`` (evaluate the dense model too, once, reused by every run and cell)
+    and ``unhealed`` (evaluate the selected model before healing as well)."""
 
     dense: bool = True
+    unhealed: bool = False
 
     def __post_init__(self) -> None:
         if not (self.tasks or self.ppl or self.speed is not None):

@@ -288,7 +288,7 @@ def _finish(output: Path, plan: list[PlannedStage], result: RunResult) -> None:
     _link(output / "model", final.directory / "model")
     if "report" in by_name:
         _link(output / "report", by_name["report"].directory)
-    for name, key in (("evaluate", "final"), ("dense", "dense")):
+    for name, key in (("evaluate", "final"), ("dense", "dense"), ("unhealed", "unhealed")):
         if name in by_name:
             result.results[key] = read_json(by_name[name].directory / "results.json")
     result.results["stages"] = {name: record.get("summary") for name, record in result.records.items()}

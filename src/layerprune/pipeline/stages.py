@@ -1,4 +1,4 @@
-"""The pipeline's stages, one small class each: dense → score → select → heal → evaluate → report.
+"""The pipeline's stages, one small class each: dense → score → select → (unhealed) → heal → evaluate → report.
 
 A stage declares the recipe keys its result depends on (:meth:`Stage.section`), the earlier
 stages whose results it reads (:meth:`Stage.upstream`), and :meth:`Stage.run`, which writes its
@@ -262,7 +262,7 @@ class Dense(Stage):
 
 
 def _evaluation(recipe: Recipe) -> dict[str, Any]:
-    return {key: value for key, value in recipe.dump()["evaluate"].items() if key != "dense"}
+    return {key: value for key, value in recipe.dump()["evaluate"].items() if key not in ("dense", "unhealed")}
 
 
 class Score(Stage):
@@ -332,6 +332,27 @@ def _save(model, tokenizer, context: StageContext, dtype: str | None) -> None:
     context.state.replace(None if dtype else (model, tokenizer), context.directory / "model")
 
 
+class Unhealed(Stage):
+    """Evaluate the selected model before healing (``evaluate.unhealed``): the "before" of before/after."""
+
+    name = "unhealed"
+
+    def applies(self, recipe: Recipe) -> bool:
+        return recipe.evaluate is not None and recipe.evaluate.unhealed and recipe.heal is not None
+
+    def section(self, recipe: Recipe) -> dict[str, Any]:
+        return {"evaluate": _evaluation(recipe)}
+
+    def upstream(self, recipe: Recipe) -> list[str]:
+        return ["select"]
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        model, tokenizer = context.state.get()
+        results = evaluate(model, tokenizer, context.recipe.evaluate.config(), model_name=self.name)
+        write_results(context.directory / "results.json", results)
+        return {"results": "results.json"}
+
+
 class Heal(Stage):
     """Fine-tune the selected model (one-shot or ``1:k:n``); an interrupted heal resumes from its checkpoints."""
 
@@ -359,7 +380,7 @@ class Heal(Stage):
         return summary
 
 
-class Evaluate(Stage):
+class Evaluate(Unhealed):
     """Evaluate the final model (tasks, perplexity, speed) into ``results.json``."""
 
     name = "evaluate"
@@ -367,17 +388,8 @@ class Evaluate(Stage):
     def applies(self, recipe: Recipe) -> bool:
         return recipe.evaluate is not None
 
-    def section(self, recipe: Recipe) -> dict[str, Any]:
-        return {"evaluate": _evaluation(recipe)}
-
     def upstream(self, recipe: Recipe) -> list[str]:
         return ["heal" if recipe.heal is not None else "select"]
-
-    def run(self, context: StageContext) -> dict[str, Any]:
-        model, tokenizer = context.state.get()
-        results = evaluate(model, tokenizer, context.recipe.evaluate.config(), model_name="final")
-        write_results(context.directory / "results.json", results)
-        return {"results": "results.json"}
 
 
 class Report(Stage):
@@ -400,4 +412,4 @@ class Report(Stage):
         return {"report": "report.md"}
 
 
-STAGES: list[Stage] = [Dense(), Score(), Select(), Heal(), Evaluate(), Report()]
+STAGES: list[Stage] = [Dense(), Score(), Select(), Unhealed(), Heal(), Evaluate(), Report()]
