@@ -48,8 +48,14 @@ def test_merge_config_validation() -> None:
 
 @pytest.mark.parametrize(
     ("similarity", "threshold", "ok"),
-    [("cosine", -1.0, True), ("cosine", 1.5, False), ("cosine", -1.5, False), ("cka", 0.0, True), ("cka", -0.1, False),
-     ("cka", 2.0, False)],
+    [
+        ("cosine", -1.0, True),
+        ("cosine", 1.5, False),
+        ("cosine", -1.5, False),
+        ("cka", 0.0, True),
+        ("cka", -0.1, False),
+        ("cka", 2.0, False),
+    ],
 )
 def test_threshold_range_follows_the_similarity(similarity: str, threshold: float, ok: bool) -> None:
     """Cosine lies in [−1, 1] and linear CKA in [0, 1]; a threshold outside can never (or always) pass."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from layerprune.cli.common import console
-from layerprune.pipeline.recipe import first_comment, shipped_names, shipped_path
+from layerprune.pipeline.recipe import shipped_names, shipped_path, summary_line
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,5 +17,5 @@ def run(args: argparse.Namespace) -> int:
     for kind in ("recipes", "studies"):
         console.print(f"[bold]{kind}[/]")
         for name in shipped_names(kind):
-            console.print(f"  {name:<22} {first_comment(shipped_path(kind, name))}", soft_wrap=True)
+            console.print(f"  {name:<22} {summary_line(shipped_path(kind, name))}", soft_wrap=True)
     return 0

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from layerprune.calibration import CalibrationConfig
 from layerprune.config import ConfigError, describe_errors, strict_config
+from layerprune.data_paths import data_dir
 from layerprune.errors import UserError
 from layerprune.evaluation.runner import EvalConfig
 from layerprune.healing import LOSSES, METHODS, DataConfig, LossConfig, MethodConfig, TrainConfig
@@ -38,6 +39,7 @@ from layerprune.merging.streamline import StreamlineConfig
 from layerprune.metrics import METRICS, ScoringContext
 
 SCHEMA_VERSION = 1
+SHARED_DATA = "shared"
 _SCORING = ScoringContext(progress=False)
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -177,7 +179,10 @@ class EvaluateSection(EvalConfig):
             raise UserError("nothing to evaluate: give tasks, ppl and/or speed")
 
     def config(self) -> EvalConfig:
+        """The :class:`EvalConfig`; ``data_dir: shared`` is the shared data directory (``$LAYERPRUNE_DATA``)."""
         fields = {key: getattr(self, key) for key in EvalConfig.__pydantic_fields__}
+        if self.data_dir == SHARED_DATA:
+            fields["data_dir"] = str(data_dir())
         return EvalConfig(**fields)
 
 
@@ -349,11 +354,7 @@ def resolve_shipped(source: str, kind: str) -> Path:
     raise UserError(f"no file {source} and no shipped {kind[:-1]} of that name{hint} (see `layerprune {kind}`)")
 
 
-def first_comment(path: Path) -> str:
-    """The text of a file's leading comment lines (the command that runs it, then what it does)."""
-    lines = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("# ").rstrip())
-    return " ".join(lines)
+def summary_line(path: Path) -> str:
+    """What a shipped file does: its second comment line (the first shows the command that runs it)."""
+    comments = [line.lstrip("# ").rstrip() for line in path.read_text(encoding="utf-8").splitlines()[:2]]
+    return comments[-1] if comments else ""

@@ -84,13 +84,20 @@ def _cell(base: dict[str, Any], values: dict[str, Any], source: str | Path) -> C
     data = copy.deepcopy(base)
     for key, value in values.items():
         set_key(data, key, value)
-    name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in values.items()) or "base"
+    name = "_".join(_label(key, value) for key, value in values.items()) or "base"
     try:
         recipe = validate_recipe(data, f"{source}: cell {name}")
     except ConfigError as error:
         keys = ", ".join(values)
         raise ConfigError(f"{error} (grid keys: {keys})") from None
     return Cell(values, re.sub(r"[^A-Za-z0-9._+-]", "-", name), recipe)
+
+
+def _label(key: str, value: Any) -> str:
+    """``select.metric=bi`` → ``metric-bi``; a mapping → its leaf values joined (``{method: slm}`` → ``slm``)."""
+    if isinstance(value, dict):
+        return "-".join(f"{k}-{_label('', v)}" if isinstance(v, dict) else str(v) for k, v in value.items())
+    return f"{key.rsplit('.', 1)[-1]}-{value}" if key else str(value)
 
 
 def run_study(source: str | Path, output: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
