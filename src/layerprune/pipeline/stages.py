@@ -31,7 +31,7 @@ from layerprune.merging.streamline import replace_block
 from layerprune.metrics import Scores, layers_for_ratio, score
 from layerprune.models import load_model, num_layers
 from layerprune.pipeline.recipe import HealSection, Recipe, SelectSection
-from layerprune.provenance import get_provenance
+from layerprune.provenance import get_provenance, read_record
 from layerprune.report import write_run_report
 from layerprune.saving import save_model
 from layerprune.surgery import remove_layers
@@ -373,11 +373,21 @@ class Heal(Stage):
     def run(self, context: StageContext) -> dict[str, Any]:
         recipe = context.recipe
         model, tokenizer = context.state.get()
+        section = recipe.heal.model_copy(update={"teacher": teacher_spec(recipe)})
         healed, summary = heal_model(
-            model, tokenizer, recipe.heal, context.directory, recipe.select, recipe.calibration, recipe.output.dtype
+            model, tokenizer, section, context.directory, recipe.select, recipe.calibration, recipe.output.dtype
         )
         context.state.replace(None if recipe.output.dtype else (healed, tokenizer), context.directory / "model")
         return summary
+
+
+def teacher_spec(recipe: Recipe) -> str | None:
+    """``teacher: source`` in a run is the model the recipe starts from, unless that one was itself pruned
+    (then it stays ``source``: the dense model named in its ``layerprune.json``)."""
+    if recipe.heal.teacher != "source":
+        return recipe.heal.teacher
+    record = read_record(recipe.model.spec) if Path(recipe.model.spec).is_dir() else None
+    return "source" if record and record.get("removed_layers") else recipe.model.spec
 
 
 class Evaluate(Unhealed):
