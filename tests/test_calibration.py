@@ -99,7 +99,7 @@ def test_bad_sources_and_settings_are_user_errors(tmp_path, monkeypatch):
         read_documents("wikitext")
     with pytest.raises(UserError, match="does not exist"):
         read_documents(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(UserError, match="--samples"):
+    with pytest.raises(UserError, match="samples"):
         CalibrationConfig(samples=0)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x"}')

@@ -35,15 +35,35 @@ def test_merge_config_validation() -> None:
     assert MergeConfig(ratio=0.25).validate(8) == 2
     assert MergeConfig(threshold=0.5).validate(8) is None
     for bad in (
-        MergeConfig(),
-        MergeConfig(threshold=0.5, num_layers=2),
-        MergeConfig(ratio=1.5),
-        MergeConfig(num_layers=8),
+        lambda: MergeConfig().validate(8),
+        lambda: MergeConfig(threshold=0.5, num_layers=2).validate(8),
+        lambda: MergeConfig(ratio=1.5),
+        lambda: MergeConfig(num_layers=8).validate(8),
     ):
         with pytest.raises(UserError):
-            bad.validate(8)
+            bad()
     with pytest.raises(UserError, match="Did you mean 'laco'"):
-        MergeConfig(method="loco", threshold=0.5).validate(8)
+        MergeConfig(method="loco", threshold=0.5)
+
+
+@pytest.mark.parametrize(
+    ("similarity", "threshold", "ok"),
+    [
+        ("cosine", -1.0, True),
+        ("cosine", 1.5, False),
+        ("cosine", -1.5, False),
+        ("cka", 0.0, True),
+        ("cka", -0.1, False),
+        ("cka", 2.0, False),
+    ],
+)
+def test_threshold_range_follows_the_similarity(similarity: str, threshold: float, ok: bool) -> None:
+    """Cosine lies in [−1, 1] and linear CKA in [0, 1]; a threshold outside can never (or always) pass."""
+    if ok:
+        assert MergeConfig(threshold=threshold, similarity=similarity).threshold == threshold
+    else:
+        with pytest.raises(UserError, match=rf"threshold must be in .* for {similarity}"):
+            MergeConfig(threshold=threshold, similarity=similarity)
 
 
 @pytest.mark.parametrize("registry", [MERGE_OPERATORS, MERGE_METHODS, SIMILARITIES, BLOCK_METRICS, TRAINING_LOSSES])

@@ -16,11 +16,12 @@ from layerprune.evaluation import (
     write_results,
 )
 from layerprune.healing import DataConfig, HealConfig, LossConfig, MethodConfig, TrainConfig, heal
-from layerprune.healing.iterate import IterateConfig, iterate
 from layerprune.merging import MERGE_OPERATORS, LacoConfig, MergeConfig, SlmConfig, merge_model
 from layerprune.merging.streamline import StreamlineConfig, replace_block
 from layerprune.metrics import METRICS, LayerScores, Scores, ScoringContext, score
 from layerprune.models import load_model
+from layerprune.pipeline import Recipe, heal_model, load_recipe, prune, run, select_layers
+from layerprune.pipeline.study import run_study
 from layerprune.provenance import get_provenance
 from layerprune.report import write_report
 from layerprune.saving import save_model
@@ -36,13 +37,13 @@ __all__ = [
     "EvalConfig",
     "HarnessOptions",
     "HealConfig",
-    "IterateConfig",
     "LacoConfig",
     "LayerScores",
     "LossConfig",
     "MergeConfig",
     "MethodConfig",
     "PerplexityOptions",
+    "Recipe",
     "Scores",
     "ScoringContext",
     "SlmConfig",
@@ -55,20 +56,25 @@ __all__ = [
     "evaluate",
     "get_provenance",
     "heal",
-    "iterate",
+    "heal_model",
     "keep_layers",
     "load_calibration",
     "load_model",
+    "load_recipe",
     "measure_speed",
     "merge_model",
     "perplexity",
+    "prune",
     "read_results",
     "remove_layers",
     "replace_block",
     "results_table",
+    "run",
+    "run_study",
     "run_tasks",
     "save_model",
     "score",
+    "select_layers",
     "sparsify",
     "width_prune",
     "write_report",

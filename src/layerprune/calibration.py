@@ -27,29 +27,25 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file
 
 
-@dataclass
+@strict_config
 class CalibrationConfig:
     """Which text to calibrate on and how much of it (the paper's default is 10 × 128 tokens)."""
 
     source: str = "default"
-    samples: int = 10
-    seq_len: int = 128
+    samples: Annotated[int, Field(ge=1)] = 10
+    seq_len: Annotated[int, Field(ge=2)] = 128
     seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.samples < 1:
-            raise UserError(f"--samples must be at least 1, got {self.samples}")
-        if self.seq_len < 2:
-            raise UserError(f"--seq-len must be at least 2, got {self.seq_len}")
 
 
 @dataclass

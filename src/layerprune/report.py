@@ -44,14 +44,51 @@ def write_report(
     scores = _read_scores(scores_path) if scores_path else None
     runs = [read_results(path) for path in results_paths]
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        sections = ["# layerprune report\n"]
-        if scores is not None:
-            sections.append(_scores_section(scores, remove))
-            _plot_scores(scores, tmp)
-        if runs:
-            sections.append(_results_section(runs, [str(path) for path in results_paths]))
-        atomic_write_text(tmp / "report.md", "\n".join(sections))
+        sections = report_sections(tmp, scores, runs, [str(path) for path in results_paths], remove)
+        atomic_write_text(tmp / "report.md", "\n".join(["# layerprune report\n", *sections]))
     return Path(output_dir)
+
+
+def report_sections(
+    directory: Path, scores: dict[str, Any] | None, runs: list[dict[str, Any]], names: list[str], remove: int
+) -> list[str]:
+    """The Markdown sections for a scores dict and results dicts; their figures are written to ``directory``."""
+    sections = []
+    if scores is not None:
+        sections.append(_scores_section(scores, remove))
+        _plot_scores(scores, directory)
+    if runs:
+        sections.append(_results_section(runs, names))
+    return sections
+
+
+def write_run_report(directory: Path, inputs: dict[str, Path], title: str) -> Path:
+    """``report.md`` of a pipeline run from its stage directories (``inputs``: stage name → directory)."""
+    scores = _read_scores(inputs["score"] / "scores.json") if "score" in inputs else None
+    stages = (("dense", "dense"), ("unhealed", "unhealed"), ("final", "evaluate"))
+    named = [(name, inputs[stage] / "results.json") for name, stage in stages if stage in inputs]
+    runs = [read_results(path) for _, path in named]
+    removed = runs[-1]["source_num_layers"] - runs[-1]["num_layers"] if runs and runs[-1]["source_num_layers"] else 8
+    sections = report_sections(directory, scores, runs, [name for name, _ in named], max(removed, 1))
+    curve = next(iter(sorted(inputs["heal"].rglob("loss_curve.json"))), None) if "heal" in inputs else None
+    if curve is not None:
+        plot_loss_curve(json.loads(curve.read_text()), directory / "loss.png")
+        sections.append("## Healing\n\n![training and validation loss](loss.png)\n")
+    atomic_write_text(directory / "report.md", "\n".join([f"# {title}\n", *sections]))
+    return directory / "report.md"
+
+
+def plot_loss_curve(curve: dict[str, list[dict[str, float]]], path: Path) -> None:
+    """Training and validation loss by step (``loss_curve.json`` of a heal)."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for split, points in curve.items():
+        if points:
+            axes.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".", label=split)
+    axes.set(title="healing loss", xlabel="step", ylabel="loss")
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _read_scores(path: str | Path) -> dict[str, Any]:
@@ -145,6 +182,97 @@ def _plot_metrics(metrics: dict[str, Any], path: Path) -> None:
         axes.plot([(v - low) / (high - low) if high > low else 0.0 for v in values], marker=".", label=name)
     axes.set(title="per-layer importance (min–max normalised; low = remove first)", xlabel="layer", ylabel="importance")
     axes.legend(fontsize="small", ncol=2)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_study_report(directory: Path, rows: list[dict[str, Any]], title: str) -> Path:
+    """``results.md`` (the table and the figures) of a study from its ``results.csv`` rows."""
+    quality = _quality_column(rows)
+    figures = []
+    if quality:
+        _plot_quality(rows, quality, directory / "quality.png")
+        _plot_cost(rows, quality, directory / "cost.png")
+        figures += ["![quality against layers removed](quality.png)", "![cost against quality](cost.png)"]
+        if any(row.get(quality.replace("final_", "unhealed_")) is not None for row in rows):
+            _plot_healing(rows, quality, directory / "healing.png")
+            figures.append("![before and after healing](healing.png)")
+    _plot_removed(rows, directory / "layers.png")
+    figures.append("![layers each cell removed](layers.png)")
+    text = "\n".join([f"# {title}\n", _markdown_table(rows), "", *figures, ""])
+    atomic_write_text(directory / "results.md", text)
+    return directory / "results.md"
+
+
+def _quality_column(rows: list[dict[str, Any]]) -> str | None:
+    columns = [key for row in rows for key in row if key.startswith("final_")]
+    preferred = [c for c in columns if "_ppl_" in c] or columns
+    return preferred[0] if preferred else None
+
+
+def _markdown_table(rows: list[dict[str, Any]]) -> str:
+    columns = [c for c in dict.fromkeys(k for row in rows for k in row) if c != "removed_layers"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = [f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else str(v)) for v in map(row.get, columns)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _series(row: dict[str, Any]) -> str:
+    """A cell's label without its removal amount (so that one selection's ratios form one line)."""
+    grid = [k for k in row if "." in k and not k.endswith((".ratio", ".num_layers"))]
+    return ", ".join(f"{row[k]}" for k in grid) or row["cell"]
+
+
+def _plot_quality(rows: list[dict[str, Any]], column: str, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label in dict.fromkeys(map(_series, rows)):
+        points = sorted((r["removed"], r[column]) for r in rows if _series(r) == label and r.get(column) is not None)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)
+    axes.set(title=f"{column} against layers removed", xlabel="layers removed", ylabel=column)
+    _finish_axes(figure, axes, path, log="_ppl_" in column)
+
+
+def _plot_cost(rows: list[dict[str, Any]], column: str, path: Path) -> None:
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for row in rows:
+        if row.get(column) is not None:
+            axes.scatter(row["seconds"], row[column])
+            axes.annotate(row["cell"], (row["seconds"], row[column]), fontsize="x-small")
+    axes.set(title="cost against quality", xlabel="wall time of the cell's own stages (s)", ylabel=column)
+    _finish_axes(figure, axes, path, log="_ppl_" in column, legend=False)
+
+
+def _plot_healing(rows: list[dict[str, Any]], column: str, path: Path) -> None:
+    before = column.replace("final_", "unhealed_")
+    figure, axes = plt.subplots(figsize=(max(6, len(rows) * 0.6), 4))
+    positions = range(len(rows))
+    axes.bar([p - 0.2 for p in positions], [r.get(before) or 0 for r in rows], width=0.4, label="before healing")
+    axes.bar([p + 0.2 for p in positions], [r.get(column) or 0 for r in rows], width=0.4, label="after healing")
+    axes.set_xticks(list(positions), [r["cell"] for r in rows], rotation=60, ha="right", fontsize="x-small")
+    axes.set(title="before and after healing", ylabel=column)
+    _finish_axes(figure, axes, path, log="_ppl_" in column)
+
+
+def _plot_removed(rows: list[dict[str, Any]], path: Path) -> None:
+    removed = [[int(i) for i in str(r.get("removed_layers") or "").split()] for r in rows]
+    width = max((max(layers) + 1 for layers in removed if layers), default=1)
+    matrix = [[1.0 if i in layers else 0.0 for i in range(width)] for layers in removed]
+    figure, axes = plt.subplots(figsize=(max(6, width * 0.25), max(2.5, len(rows) * 0.3)))
+    axes.imshow(matrix, cmap="Greys", aspect="auto", vmin=0, vmax=1)
+    axes.set_yticks(range(len(rows)), [r["cell"] for r in rows], fontsize="x-small")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set(title="removed layers (black) by cell", xlabel="source layer")
+    _finish_axes(figure, axes, path, legend=False)
+
+
+def _finish_axes(figure, axes, path: Path, log: bool = False, legend: bool = True) -> None:
+    if log:
+        axes.set_yscale("log")
+    if legend:
+        axes.legend(fontsize="x-small")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -17,13 +17,15 @@ from transformers.utils import logging as transformers_logging
 from layerprune.errors import UserError
 
 SUBCOMMANDS = (
+    "run",
+    "study",
+    "recipes",
     "info",
     "prune",
     "score",
     "merge",
     "replace",
     "heal",
-    "iterate",
     "eval",
     "compare",
     "report",

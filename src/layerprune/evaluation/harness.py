@@ -13,10 +13,12 @@ import difflib
 import functools
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.evaluation.local_data import LOCAL_TASKS, MissingDataFile, prepare_local_task
 
@@ -25,14 +27,14 @@ logger = logging.getLogger(__name__)
 REPORTED_METRICS = ("acc", "acc_norm")
 
 
-@dataclass
+@strict_config
 class HarnessOptions:
     """Settings passed to lm-eval; ``limit`` is per task (its first N documents)."""
 
-    limit: int | None = None
-    batch_size: int = 8
-    num_fewshot: int | None = None
-    bootstrap_iters: int = 1000
+    limit: Annotated[int, Field(ge=1)] | None = None
+    batch_size: Annotated[int, Field(ge=1)] = 8
+    num_fewshot: Annotated[int, Field(ge=0)] | None = None
+    bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
     skip_missing: bool = False
     """With a data directory, skip (and record) tasks whose local files are missing instead of failing."""
 

@@ -18,22 +18,25 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.registry import Registry
 
 
-@dataclass
+@strict_config
 class PerplexityOptions:
     """``seq_len`` is capped at the model's context; ``max_windows`` keeps the first N windows (None: all)."""
 
-    seq_len: int = 2048
-    max_windows: int | None = None
+    seq_len: Annotated[int, Field(ge=2)] = 2048
+    max_windows: Annotated[int, Field(ge=1)] | None = None
 
 
 @dataclass

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from layerprune.config import strict_config
 from layerprune.evaluation.harness import HarnessOptions, run_tasks
 from layerprune.evaluation.perplexity import PerplexityOptions, perplexity
 from layerprune.evaluation.results import new_results
@@ -24,7 +25,7 @@ logger = logging.getLogger(__name__)
 SourceLoader = Callable[[str, torch.dtype, torch.device], PreTrainedModel]
 
 
-@dataclass
+@strict_config
 class EvalConfig:
     """Everything ``layerprune eval`` can do, with its defaults (the CLI builds one of these).
 

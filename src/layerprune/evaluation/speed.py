@@ -13,26 +13,29 @@ import gc
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 from transformers.pytorch_utils import Conv1D
 
+from layerprune.config import strict_config
 from layerprune.models import decoder_config, decoder_layers, get_architecture, get_submodule
 
 
-@dataclass
+@strict_config
 class SpeedOptions:
     """Shapes and repetitions of the timing runs."""
 
-    batch_size: int = 1
-    prompt_len: int = 128
-    decode_tokens: int = 32
-    warmup: int = 1
-    repeats: int = 5
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    prompt_len: Annotated[int, Field(ge=1)] = 128
+    decode_tokens: Annotated[int, Field(ge=1)] = 32
+    warmup: Annotated[int, Field(ge=0)] = 1
+    repeats: Annotated[int, Field(ge=1)] = 5
     seed: int = 0
 
 

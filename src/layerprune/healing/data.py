@@ -20,11 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
+from layerprune.config import strict_config
 from layerprune.data_paths import data_file
 from layerprune.errors import UserError
 from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file, require_field
@@ -57,16 +59,16 @@ FormatFunction = Callable[[dict[str, Any], PreTrainedTokenizerBase], Segments]
 DATA_FORMATS: Registry[FormatFunction] = Registry("data format")
 
 
-@dataclass
+@strict_config
 class DataConfig:
     """Where the data comes from and how it is cut. ``validation_size`` < 1 is a fraction, else a count."""
 
     source: str = "dolly"
     format: str = "auto"
-    seq_len: int = 256
+    seq_len: Annotated[int, Field(ge=2)] = 256
     packing: bool = False
-    validation_size: float = 0.05
-    max_examples: int | None = None
+    validation_size: Annotated[float, Field(ge=0)] = 0.05
+    max_examples: Annotated[int, Field(ge=1)] | None = None
     seed: int = 0
 
 

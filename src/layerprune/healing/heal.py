@@ -19,7 +19,6 @@ from typing import Any
 
 from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from layerprune.errors import UserError
 from layerprune.healing.data import DataConfig, HealingData, collate, load_healing_data
@@ -117,7 +116,7 @@ def _discard_checkpoints(directory: Path) -> None:
     A folder holding a complete ``checkpoint-N`` is kept for ``--resume`` (minus the prefix
     cache, which is rebuilt) and reported; anything else the run wrote there is removed.
     """
-    last = get_last_checkpoint(directory) if directory.is_dir() else None
+    last = last_complete_checkpoint(directory)
     if last is None:
         shutil.rmtree(directory, ignore_errors=True)
         return
@@ -137,15 +136,27 @@ def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel 
 def _check_output(config: HealConfig) -> None:
     check_output_dir(config.output, config.overwrite)
     check_output_dir(config.checkpoints(), overwrite=True)
-    existing = get_last_checkpoint(config.checkpoints()) if config.checkpoints().is_dir() else None
+    existing = last_complete_checkpoint(config.checkpoints())
     if existing and not (config.train.resume or config.overwrite):
         raise UserError(f"{config.checkpoints()} holds checkpoints; pass --resume to continue or --overwrite")
+
+
+def last_complete_checkpoint(directory: Path) -> str | None:
+    """The newest ``checkpoint-N`` whose ``trainer_state.json`` exists (the Trainer writes it last).
+
+    A process killed while saving leaves a newer, incomplete folder; resuming from it would fail.
+    """
+    if not directory.is_dir():
+        return None
+    complete = [p for p in directory.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    complete = [p for p in complete if p.name.removeprefix("checkpoint-").isdigit()]
+    return str(max(complete, key=lambda p: int(p.name.removeprefix("checkpoint-")))) if complete else None
 
 
 def _resume_point(config: HealConfig) -> str | None:
     if not config.train.resume:
         return None
-    last = get_last_checkpoint(config.checkpoints()) if config.checkpoints().is_dir() else None
+    last = last_complete_checkpoint(config.checkpoints())
     if last is None:
         logger.warning("--resume: no checkpoint in %s, starting from the beginning", config.checkpoints())
     return last

@@ -9,27 +9,25 @@ plain text). Distillation follows Hinton et al. (2015) and Minitron (Muralidhara
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.healing.data import IGNORE
 from layerprune.registry import Registry
 
 
-@dataclass
+@strict_config
 class LossConfig:
     """``temperature`` T of the distillation softmax; ``alpha`` weights ce in ``ce+kd``."""
 
     name: str = "ce"
-    temperature: float = 1.0
-    alpha: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.temperature <= 0 or not 0 <= self.alpha <= 1:
-            raise UserError("--temperature must be > 0 and --alpha within [0, 1]")
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
 
     @property
     def needs_teacher(self) -> bool:

@@ -14,14 +14,16 @@ two matrices; it costs ``vocab × hidden`` extra parameters.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import torch
 from accelerate import PartialState
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_config, decoder_layers, final_norm, get_architecture, get_submodule
 from layerprune.registry import Registry
@@ -29,16 +31,16 @@ from layerprune.registry import Registry
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@strict_config
 class MethodConfig:
     """Defaults follow the paper: LoRA r=8, α=16, dropout 0.05 on all attention and MLP projections; K=3."""
 
     name: str = "partial"
-    train_layers: int = 3
+    train_layers: Annotated[int, Field(ge=0)] = 3
     untie: bool = False
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
+    lora_r: Annotated[int, Field(ge=1)] = 8
+    lora_alpha: Annotated[int, Field(ge=1)] = 16
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
 
 
 class HealingMethod:

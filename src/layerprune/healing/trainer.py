@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.execution import resumed_from
 from layerprune.healing.data import TokenizedDataset
@@ -24,7 +25,7 @@ from layerprune.healing.losses import LOSSES, LossConfig
 from layerprune.healing.prefix_cache import PrefixCache
 
 
-@dataclass
+@strict_config
 class TrainConfig:
     """Optimisation settings. The budget is ``max_steps``, else ``max_tokens`` (input tokens), else ``epochs``.
 
@@ -32,23 +33,23 @@ class TrainConfig:
     so that the best checkpoint by validation loss can be restored at the end.
     """
 
-    learning_rate: float = 1e-4
-    batch_size: int = 4
-    gradient_accumulation: int = 1
-    max_steps: int | None = None
-    max_tokens: int | None = None
-    epochs: float = 1.0
-    warmup: float = 0.03
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    gradient_accumulation: Annotated[int, Field(ge=1)] = 1
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    warmup: Annotated[float, Field(ge=0)] = 0.03
     scheduler: str = "cosine"
-    weight_decay: float = 0.0
-    eval_steps: int = 50
-    logging_steps: int = 10
-    save_total_limit: int = 2
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    eval_steps: Annotated[int, Field(ge=1)] = 50
+    logging_steps: Annotated[int, Field(ge=1)] = 10
+    save_total_limit: Annotated[int, Field(ge=1)] = 2
     seed: int = 0
     bf16: bool = False
     resume: bool = False
     cache_prefix: bool = True
-    cache_memory_gb: float = 4.0
+    cache_memory_gb: Annotated[float, Field(ge=0)] = 4.0
     keep_checkpoints: bool = False
 
 

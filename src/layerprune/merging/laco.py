@@ -20,16 +20,17 @@ that falls past the end of the merged model; groups are not clipped at ``H``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Annotated, Literal
 
+from pydantic import Field
+
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.merging.candidates import StackScorer
 from layerprune.merging.stack import LayerStack
 
-LACO_RULES = ("ours", "notebook")
 
-
-@dataclass
+@strict_config
 class LacoConfig:
     """LaCo's C, I, L and H (T is passed separately); ``highest`` None means the last layer.
 
@@ -37,19 +38,17 @@ class LacoConfig:
     released notebook's group bounds and reset rule; see the module docstring).
     """
 
-    merge_layers: int = 4
-    interval: int = 2
-    lowest: int = 1
-    highest: int | None = None
-    rule: str = "ours"
+    merge_layers: Annotated[int, Field(ge=2)] = 4
+    interval: Annotated[int, Field(ge=1)] = 2
+    lowest: Annotated[int, Field(ge=0)] = 1
+    highest: Annotated[int, Field(ge=0)] | None = None
+    rule: Literal["ours", "notebook"] = "ours"
 
     def validate(self, num_layers: int) -> int:
         """Check the options against the model; return H resolved."""
         highest = num_layers - 1 if self.highest is None else self.highest
         if self.merge_layers < 2:
             raise UserError("LaCo's merge_layers (C) must be at least 2")
-        if self.rule not in LACO_RULES:
-            raise UserError(f"LaCo's rule must be one of {', '.join(LACO_RULES)}, got {self.rule!r}")
         if self.interval < 1:
             raise UserError("LaCo's interval (I) must be at least 1")
         if not 0 <= self.lowest <= highest < num_layers:

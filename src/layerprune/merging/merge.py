@@ -5,9 +5,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Annotated
 
+from pydantic import Field
 from transformers import PreTrainedModel
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.merging.candidates import CachedEvaluator, as_batches
 from layerprune.merging.laco import LacoConfig, laco_search
@@ -23,31 +26,38 @@ from layerprune.registry import Registry
 MERGE_METHODS: Registry = Registry("merge method")
 MERGE_METHODS.add("slm", slm_search)
 MERGE_METHODS.add("laco", laco_search)
+SIMILARITY_RANGES = {"cosine": (-1.0, 1.0), "cka": (0.0, 1.0)}
 
 
-@dataclass
+@strict_config
 class MergeConfig:
     """What to merge and how. Give exactly one of ``threshold``, ``num_layers`` (K) or ``ratio`` (K = round(R·L))."""
 
     method: str = "slm"
     threshold: float | None = None
-    num_layers: int | None = None
-    ratio: float | None = None
+    num_layers: Annotated[int, Field(ge=1)] | None = None
+    ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
     operator: str = "rdsc"
     similarity: str = "cosine"
-    batch_size: int = 8
+    batch_size: Annotated[int, Field(ge=1)] = 8
     slm: SlmConfig = field(default_factory=SlmConfig)
     laco: LacoConfig = field(default_factory=LacoConfig)
     target: TargetConfig = field(default_factory=TargetConfig)
 
-    def validate(self, num_layers: int) -> int | None:
-        """Check names and the stopping rule before any work; return the target K (None: threshold mode)."""
+    def __post_init__(self) -> None:
+        """Names are registered; the threshold lies in the similarity's range (cosine [−1, 1], CKA [0, 1])."""
         for registry, name in (
             (MERGE_METHODS, self.method),
             (MERGE_OPERATORS, self.operator),
             (SIMILARITIES, self.similarity),
         ):
             registry.get(name)  # an unknown name is a UserError with a did-you-mean
+        low, high = SIMILARITY_RANGES.get(self.similarity, (-1.0, 1.0))
+        if self.threshold is not None and not low <= self.threshold <= high:
+            raise UserError(f"threshold must be in [{low:g}, {high:g}] for {self.similarity}, got {self.threshold}")
+
+    def validate(self, num_layers: int) -> int | None:
+        """Check names and the stopping rule before any work; return the target K (None: threshold mode)."""
         if sum(value is not None for value in (self.threshold, self.num_layers, self.ratio)) != 1:
             raise UserError("give exactly one of threshold, num_layers or ratio")
         # One rounding rule for every --ratio: halves up (18 layers × 0.25 → 5), as in `prune`.

@@ -20,13 +20,12 @@ Differences from the released code (``SLM.py``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from layerprune.config import strict_config
 from layerprune.merging.candidates import StackScorer
 from layerprune.merging.stack import LayerStack
 
 
-@dataclass
+@strict_config
 class SlmConfig:
     """SLM's options besides the threshold; ``protect_last`` keeps the last layer out of every window (paper's code)."""
 

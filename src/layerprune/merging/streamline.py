@@ -24,12 +24,15 @@ import copy
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.execution import Bypass, capture_layer_inputs, resumed_from, substituted_layers
 from layerprune.merging.candidates import Batch, as_batches, decoder_stack
@@ -39,7 +42,7 @@ from layerprune.registry import Registry
 from layerprune.surgery import replace_layers
 
 
-@dataclass
+@strict_config
 class StreamlineConfig:
     """Remove ``num_layers`` (n): a block of n + 1 layers becomes one trained layer.
 
@@ -49,14 +52,17 @@ class StreamlineConfig:
     compared on the same scale as the others.
     """
 
-    num_layers: int = 1
+    num_layers: Annotated[int, Field(ge=1)] = 1
     metric: str = "cosine"
     train: str = "mse"
-    epochs: int = 1
-    learning_rate: float = 1e-4
-    batch_size: int = 4
+    epochs: Annotated[int, Field(ge=1)] = 1
+    learning_rate: Annotated[float, Field(gt=0)] = 1e-4
+    batch_size: Annotated[int, Field(ge=1)] = 4
     seed: int = 0
     final_norm: bool = False
+    data: str = "default"
+    """Training text for the replacement layer (any calibration source); drawn with ``seed + 1``."""
+    train_samples: Annotated[int, Field(ge=1)] = 64
 
 
 @dataclass

@@ -13,19 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
+from pydantic import Field
+
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.merging.stack import LayerStack
 
 
-@dataclass
+@strict_config
 class TargetConfig:
     """Bisection bounds (the similarity's range) and its budget."""
 
     low: float = -1.0
     high: float = 1.0
-    iterations: int = 30
-    tolerance: float = 1e-7
+    iterations: Annotated[int, Field(ge=1)] = 30
+    tolerance: Annotated[float, Field(gt=0)] = 1e-7
 
 
 @dataclass

@@ -1,0 +1,360 @@
+"""The recipe: one validated file that takes a model through select → heal → evaluate → report.
+
+A recipe is YAML (or JSON) with these sections; every default lives in the settings class the
+section *is* (``CalibrationConfig``, ``MethodConfig``, ``MergeConfig``, ``EvalConfig``, …)::
+
+    schema_version: 1
+    model: {spec: default}                # spec, dtype, device_map, trust_remote_code, allow_pickle, cache_dir
+    calibration: {source: default, samples: 10, seq_len: 128}   # shared by every stage that needs text
+    select: {metric: bi, ratio: 0.25}     # exactly one of metric (+ num_layers | ratio), layers, merge, replace
+    heal: {method: partial, loss: ce, data: dolly, train: {max_steps: 20}, schedule: one-shot}
+    evaluate: {ppl: [wikitext2], perplexity: {max_windows: 8}}  # plus dense: true (evaluate the dense model once)
+    report: {plots: true}
+    output: {dtype: null}
+
+Unknown keys, wrong types, out-of-range values and exclusive keys given together are a
+:class:`~layerprune.config.ConfigError` naming the key path (``hael`` → did you mean ``heal``),
+raised before any model loads. A section with a ``name`` (``heal.method``, ``heal.loss``) or a
+``source`` (``heal.data``) accepts that value alone as shorthand: ``heal: {loss: kd}``.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from layerprune.calibration import CalibrationConfig
+from layerprune.config import ConfigError, describe_errors, strict_config
+from layerprune.data_paths import data_dir
+from layerprune.errors import UserError
+from layerprune.evaluation.runner import EvalConfig
+from layerprune.healing import LOSSES, METHODS, DataConfig, LossConfig, MethodConfig, TrainConfig
+from layerprune.merging import MergeConfig
+from layerprune.merging.streamline import StreamlineConfig
+from layerprune.metrics import METRICS, ScoringContext
+
+SCHEMA_VERSION = 1
+SHARED_DATA = "shared"
+_SCORING = ScoringContext(progress=False)
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSection(Section):
+    """Which model to start from and how to load it (see :func:`layerprune.models.load_model`)."""
+
+    spec: str = "default"
+    dtype: str | None = None
+    device_map: str | None = None
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    cache_dir: str | None = None
+
+
+class SelectSection(Section):
+    """Which layers go: one of ``metric`` (with ``num_layers`` or ``ratio``), ``layers``, ``merge``, ``replace``.
+
+    ``ratio`` R removes round(R·L) layers with halves rounded up. ``layers`` is a list of
+    indices or a string such as ``"20-27"`` or ``"3,5,7-9"`` (ranges ascending, not empty).
+    """
+
+    metric: str | None = None
+    num_layers: PositiveInt | None = None
+    ratio: Annotated[float, Field(gt=0, lt=1)] | None = None
+    exclude_first: Annotated[int, Field(ge=0)] = _SCORING.exclude_first
+    exclude_last: Annotated[int, Field(ge=0)] = _SCORING.exclude_last
+    batch_size: PositiveInt = _SCORING.batch_size
+    angular_tokens: Literal["last", "all"] = _SCORING.angular_tokens
+    sleb_steps: PositiveInt | None = None
+    seed: int = _SCORING.seed
+    layers: list[int] | None = None
+    merge: MergeConfig | None = None
+    replace: StreamlineConfig | None = None
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, name: str | None) -> str | None:
+        if name is not None:
+            METRICS.get(name)
+        return name
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_list(cls, value: Any) -> Any:
+        return parse_layer_list(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SelectSection:
+        given = [key for key in ("metric", "layers", "merge", "replace") if getattr(self, key) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of metric, layers, merge, replace (got {', '.join(given) or 'none'})")
+        counts = [key for key in ("num_layers", "ratio") if getattr(self, key) is not None]
+        if self.metric is not None and len(counts) != 1:
+            raise ValueError("with metric, give exactly one of num_layers or ratio")
+        if self.metric is None and counts:
+            raise ValueError(f"{counts[0]} goes with metric (merge and replace take their own)")
+        if self.merge is not None:
+            stops = [k for k in ("threshold", "num_layers", "ratio") if getattr(self.merge, k) is not None]
+            if len(stops) != 1:
+                raise ValueError("merge: give exactly one of threshold, num_layers or ratio")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(key for key in ("metric", "layers", "merge", "replace") if getattr(self, key) is not None)
+
+    def scoring_settings(self) -> dict[str, Any]:
+        """The :class:`ScoringContext` fields this selection scores with."""
+        keys = ("seed", "batch_size", "angular_tokens", "sleb_steps", "exclude_first", "exclude_last")
+        return {key: getattr(self, key) for key in keys}
+
+
+class HealSection(Section):
+    """Healing: which parameters train × which loss, on which data, for which budget; one-shot or ``1:k:n``.
+
+    ``schedule: 1:k:n`` (Lu et al., 2024) removes the selection's n layers k at a time, healing
+    after each removal and re-scoring the healed model before the next (needs ``select.metric``).
+    """
+
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    teacher: str | None = "source"
+    schedule: str = "one-shot"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            values = dict(values)
+            for key, field in (("method", "name"), ("loss", "name"), ("data", "source")):
+                if isinstance(values.get(key), str):
+                    values[key] = {field: values[key]}
+        return values
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, text: str) -> str:
+        if text != "one-shot":
+            parse_schedule(text)
+        return text
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealSection:
+        METHODS.get(self.method.name)
+        LOSSES.get(self.loss.name)
+        if self.loss.needs_teacher and not self.teacher:
+            raise ValueError(f"loss {self.loss.name!r} distils from a teacher: set heal.teacher (or 'source')")
+        if self.train.resume:
+            raise ValueError("train.resume is managed by `layerprune run` (re-run the same command to resume)")
+        return self
+
+    @property
+    def steps(self) -> list[int] | None:
+        """Layers removed per step of an iterative schedule (None: one-shot)."""
+        return None if self.schedule == "one-shot" else parse_schedule(self.schedule)
+
+
+@strict_config
+class EvaluateSection(EvalConfig):
+    """:class:`EvalConfig` plus ``dense`` (evaluate the dense model too, once, reused by every run and cell)
+    and ``unhealed`` (evaluate the selected model before healing as well)."""
+
+    dense: bool = True
+    unhealed: bool = False
+
+    def __post_init__(self) -> None:
+        if not (self.tasks or self.ppl or self.speed is not None):
+            raise UserError("nothing to evaluate: give tasks, ppl and/or speed")
+
+    def config(self) -> EvalConfig:
+        """The :class:`EvalConfig`; ``data_dir: shared`` is the shared data directory (``$LAYERPRUNE_DATA``)."""
+        fields = {key: getattr(self, key) for key in EvalConfig.__pydantic_fields__}
+        if self.data_dir == SHARED_DATA:
+            fields["data_dir"] = str(data_dir())
+        return EvalConfig(**fields)
+
+
+class ReportSection(Section):
+    """``report.md`` with figures (layer scores, similarity, loss curve, dense against final)."""
+
+    plots: bool = True
+
+
+class OutputSection(Section):
+    """``dtype`` of every saved model (default: keep the loaded dtype)."""
+
+    dtype: str | None = None
+
+
+class Recipe(Section):
+    """A whole pipeline; see the module docstring for the sections."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    description: str = ""
+    model: ModelSection = Field(default_factory=ModelSection)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    select: SelectSection
+    heal: HealSection | None = None
+    evaluate: EvaluateSection | None = None
+    report: ReportSection | None = Field(default_factory=ReportSection)
+    output: OutputSection = Field(default_factory=OutputSection)
+
+    @model_validator(mode="after")
+    def _schedule_fits_selection(self) -> Recipe:
+        steps = self.heal.steps if self.heal else None
+        if steps is None:
+            return self
+        if self.select.metric is None:
+            raise ValueError("heal.schedule 1:k:n re-scores after each step: it needs select.metric")
+        if self.select.num_layers is not None and sum(steps) != self.select.num_layers:
+            raise ValueError(
+                f"heal.schedule removes {sum(steps)} layers but select.num_layers is {self.select.num_layers}"
+            )
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        """Every key with its resolved value (JSON types)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.dump(), sort_keys=False, allow_unicode=True)
+
+    def to_json(self) -> str:
+        return json.dumps(self.dump(), indent=2)
+
+
+def parse_layer_list(text: str) -> list[int]:
+    """``"3,5,7"`` or ``"3-5,9"`` → ``[3, 4, 5, 9]``; a descending range or an empty list is an error."""
+    values: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        start, dash, end = part.partition("-")
+        try:
+            first, last = int(start), int(end if dash else start)
+        except ValueError:
+            raise UserError(f"cannot read layer list {text!r}; write it like 3,5,7 or 3-5,9") from None
+        if last < first:
+            raise UserError(f"layer range {part!r} is descending; write it as {last}-{first}")
+        values.extend(range(first, last + 1))
+    return values
+
+
+def parse_schedule(text: str) -> list[int]:
+    """``"1:k:n"`` → layers removed at each step, e.g. ``1:4:10`` → ``[4, 4, 2]`` (the last takes the remainder)."""
+    try:
+        rounds, step, total = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise UserError(f"cannot read schedule {text!r}; write one-shot or 1:k:n, e.g. 1:4:8") from None
+    if rounds != 1 or not 0 < step <= total:
+        raise UserError(f"schedule {text!r}: the form is 1:k:n with 0 < k ≤ n (one healing run per step)")
+    return [min(step, total - done) for done in range(0, total, step)]
+
+
+# --- reading, overriding, shipped recipes -------------------------------------------------
+
+
+def validate_recipe(data: dict[str, Any], origin: str = "recipe") -> Recipe:
+    """A :class:`Recipe` from plain data; any problem is one :class:`ConfigError` line naming the key path."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a recipe is a mapping of sections, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {describe_errors(error, Recipe)}") from None
+
+
+def load_recipe(source: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a recipe file or shipped name, apply ``key.path=value`` overrides, and validate it."""
+    path = resolve_shipped(str(source), "recipes")
+    data = read_mapping(path)
+    for override in overrides:
+        key, value = parse_override(override)
+        set_key(data, key, value)
+    return validate_recipe(data, str(source))
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A YAML/JSON file's top-level mapping."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read {path}: {error}") from None
+    except yaml.YAMLError as error:
+        raise UserError(f"{path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"heal.train.max_steps=20"`` → ``("heal.train.max_steps", 20)`` (the value is read as YAML)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set {text!r}: write it as key.path=value, e.g. heal.train.max_steps=20")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise UserError(f"--set {text!r}: the value is not valid YAML") from None
+
+
+def set_key(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` (dotted) in ``data``; a scalar set on a section with a ``name``/``source`` sets that."""
+    *parents, last = key.split(".")
+    node = data
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {} if child is None or isinstance(child, str) else child
+            if isinstance(node.get(part), str):  # a shorthand such as heal.loss: kd
+                child = {_SHORTHAND_FIELD.get(part, "name"): node[part]}
+            node[part] = child
+        node = child
+    current = node.get(last)
+    if isinstance(current, dict) and not isinstance(value, dict) and last in _SHORTHAND_FIELD:
+        current[_SHORTHAND_FIELD[last]] = value
+    else:
+        node[last] = value
+
+
+_SHORTHAND_FIELD = {"method": "name", "loss": "name", "data": "source"}
+
+
+def shipped_names(kind: str) -> list[str]:
+    """The names of the recipes (``kind="recipes"``) or studies shipped inside the package."""
+    folder = resources.files("layerprune") / kind
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def shipped_path(kind: str, name: str) -> Path:
+    return Path(str(resources.files("layerprune") / kind / f"{name}.yaml"))
+
+
+def resolve_shipped(source: str, kind: str) -> Path:
+    """A path as given if it exists, else the shipped file of that name; else a did-you-mean error."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return path
+    if source in shipped_names(kind):
+        return shipped_path(kind, source)
+    import difflib
+
+    close = difflib.get_close_matches(source, shipped_names(kind), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UserError(f"no file {source} and no shipped {kind[:-1]} of that name{hint} (see `layerprune {kind}`)")
+
+
+def summary_line(path: Path) -> str:
+    """What a shipped file does: its second comment line (the first shows the command that runs it)."""
+    comments = [line.lstrip("# ").rstrip() for line in path.read_text(encoding="utf-8").splitlines()[:2]]
+    return comments[-1] if comments else ""

@@ -1,0 +1,179 @@
+"""``run_study``: a base recipe run over a grid of key paths, sharing every piece of work the cells share.
+
+A study file::
+
+    # layerprune study reassessing --output runs/reassessing
+    base: quickstart                 # a shipped recipe name, a path (relative to this file) or a mapping
+    set: {heal.train.max_steps: 20}  # overrides applied to the base first (optional)
+    grid:                            # key path → values; the cells are the product, in this order
+      select.metric: [reverse-order, random, magnitude-l1, magnitude-l2, taylor, ppl, bi]
+      heal.method: [lora, partial]
+
+Sharing: every cell's stages live in one content-addressed cache (``<output>/cache``), keyed
+by fingerprint. So the dense model is evaluated once, one scoring pass (one calibration set,
+one similarity pass) scores every metric the grid needs, a selection healed two ways is cut
+once, and adding a grid value runs only the new cells; a killed study resumes. Each cell is a
+run directory in ``<output>/cells/<cell>``. The study writes ``results.csv``, ``results.md``
+and the figures (:func:`layerprune.report.write_study_report`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from layerprune.config import ConfigError
+from layerprune.errors import UserError
+from layerprune.pipeline.recipe import (
+    Recipe,
+    read_mapping,
+    resolve_shipped,
+    set_key,
+    validate_recipe,
+)
+from layerprune.pipeline.run import CacheStore, console, make_plan, read_json
+from layerprune.pipeline.run import run as run_recipe
+from layerprune.report import write_study_report
+from layerprune.saving import atomic_write_text
+
+STUDY_KEYS = {"description", "base", "set", "grid"}
+
+
+@dataclass
+class Cell:
+    """One grid point: its values by key path, its directory name and its validated recipe."""
+
+    values: dict[str, Any]
+    name: str
+    recipe: Recipe
+
+
+def load_study(source: str | Path) -> tuple[dict[str, Any], list[Cell]]:
+    """Read a study file (or shipped name) and validate every cell's recipe; nothing is loaded."""
+    path = resolve_shipped(str(source), "studies")
+    study = read_mapping(path)
+    unknown = sorted(set(study) - STUDY_KEYS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown study key {unknown[0]!r} (valid: {', '.join(sorted(STUDY_KEYS))})")
+    grid = study.get("grid") or {}
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{source}: grid maps key paths to non-empty lists of values")
+    base = _base(study.get("base"), path)
+    for key, value in (study.get("set") or {}).items():
+        set_key(base, key, value)
+    cells = [_cell(base, dict(zip(grid, values, strict=True)), source) for values in itertools.product(*grid.values())]
+    return study, cells
+
+
+def _base(base: Any, study_path: Path) -> dict[str, Any]:
+    if isinstance(base, dict):
+        return copy.deepcopy(base)
+    if not isinstance(base, str):
+        raise ConfigError(f"{study_path}: base is a recipe name, a path or a mapping")
+    relative = study_path.parent / base
+    return read_mapping(relative if relative.is_file() else resolve_shipped(base, "recipes"))
+
+
+def _cell(base: dict[str, Any], values: dict[str, Any], source: str | Path) -> Cell:
+    data = copy.deepcopy(base)
+    for key, value in values.items():
+        set_key(data, key, value)
+    name = "_".join(_label(key, value) for key, value in values.items()) or "base"
+    try:
+        recipe = validate_recipe(data, f"{source}: cell {name}")
+    except ConfigError as error:
+        keys = ", ".join(values)
+        raise ConfigError(f"{error} (grid keys: {keys})") from None
+    return Cell(values, re.sub(r"[^A-Za-z0-9._+-]", "-", name), recipe)
+
+
+def _label(key: str, value: Any) -> str:
+    """``select.metric=bi`` → ``metric-bi``; a mapping → its leaf values joined (``{method: slm}`` → ``slm``)."""
+    if isinstance(value, dict):
+        return "-".join(f"{k}-{_label('', v)}" if isinstance(v, dict) else str(v) for k, v in value.items())
+    return f"{key.rsplit('.', 1)[-1]}-{value}" if key else str(value)
+
+
+def run_study(source: str | Path, output: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
+    """Run every cell of the study into ``output``; return the rows of ``results.csv``."""
+    output = Path(output)
+    study, cells = load_study(source)
+    store = CacheStore(output / "cache")
+    metrics = _metrics_by_scoring(cells, store)
+    _print_cells(cells, store, metrics)
+    if dry_run:
+        return []
+    if output.exists() and not (output / "cache").is_dir() and any(output.iterdir()):
+        raise UserError(f"output {output} exists and is not a layerprune study")
+    for index, cell in enumerate(cells, start=1):
+        console.rule(f"[bold]cell {index}/{len(cells)}: {cell.name}")
+        extra = metrics.get(_score_fingerprint(cell, store), [])
+        run_recipe(cell.recipe, output / "cells" / cell.name, store=store, extra_metrics=extra)
+    rows = [_row(cell, output / "cells" / cell.name) for cell in cells]
+    write_rows(output / "results.csv", rows)
+    write_study_report(output, rows, study.get("description") or f"study {source}")
+    return rows
+
+
+def _score_fingerprint(cell: Cell, store: CacheStore) -> str | None:
+    return next((p.fingerprint for p in make_plan(cell.recipe, store) if p.name == "score"), None)
+
+
+def _metrics_by_scoring(cells: list[Cell], store: CacheStore) -> dict[str, list[str]]:
+    """Every metric the grid needs, by scoring fingerprint: one scoring pass computes them all."""
+    grouped: dict[str, list[str]] = {}
+    for cell in cells:
+        digest = _score_fingerprint(cell, store)
+        if digest is not None:
+            grouped.setdefault(digest, [])
+            if cell.recipe.select.metric not in grouped[digest]:
+                grouped[digest].append(cell.recipe.select.metric)
+    return grouped
+
+
+def _print_cells(cells: list[Cell], store: CacheStore, metrics: dict[str, list[str]]) -> None:
+    console.print(f"{len(cells)} cells")
+    for cell in cells:
+        plan = make_plan(cell.recipe, store, metrics.get(_score_fingerprint(cell, store) or "", []))
+        cached = sum(p.status == "cached" for p in plan)
+        console.print(f"  {cell.name}: {cached}/{len(plan)} stages cached")
+
+
+def _row(cell: Cell, directory: Path) -> dict[str, Any]:
+    """One results.csv row: the grid values, what was removed, quality before/after, cost."""
+    results = read_json(directory / "results.json") or {}
+    final, dense = results.get("final") or {}, results.get("dense") or {}
+    unhealed = results.get("unhealed") or {}
+    stages = results.get("stages") or {}
+    selection = stages.get("select") or {}
+    heal = stages.get("heal") or {}
+    row: dict[str, Any] = {"cell": cell.name, **cell.values}
+    row["layers"] = final.get("num_layers")
+    row["removed"] = len(final.get("removed_layers") or [])
+    row["removed_layers"] = " ".join(
+        map(str, final.get("removed_layers") or selection.get("removed_source_layers", []))
+    )
+    for label, source in (("dense", dense), ("unhealed", unhealed), ("final", final)):
+        for name, value in (source.get("perplexity") or {}).items():
+            row[f"{label}_ppl_{name}"] = round(value["ppl"], 4)
+        for name, value in (source.get("suites") or {}).items():
+            row[f"{label}_{name}"] = value.get("value")
+    row["heal_tokens"] = heal.get("tokens_seen") if "tokens_seen" in heal else None
+    row["seconds"] = round(sum(v or 0 for k, v in (results.get("seconds") or {}).items() if k != "dense"), 2)
+    return row
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``results.csv`` with the union of the rows' columns (in first-seen order)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
