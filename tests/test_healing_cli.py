@@ -44,18 +44,6 @@ def test_heal_cli_and_user_errors(workspace, capsys) -> None:
     assert main(["heal", *heal_arguments(workspace, "bad"), "--method", "qlora"]) == 2
 
 
-def test_iterate_cli(workspace) -> None:
-    arguments = [a for a in heal_arguments(workspace, "iter") if a != "--untie"]
-    calibration = ["--calib-samples", "2", "--calib-seq-len", "16"]
-    assert main(["iterate", *arguments, *calibration, "--schedule", "1:1:2", "--metric", "bi"]) == 0
-    steps = json.loads((workspace / "iter" / "schedule.json").read_text())["steps"]
-    assert [len(s["scores"]) for s in steps] == [4, 3]  # re-scored on the healed 3-layer model
-    assert [s["metric"] for s in steps] == ["bi", "bi"]
-    removed = [layer for s in steps for layer in s["removed_source_layers"]]
-    assert len(set(removed)) == 2
-    assert read_record(workspace / "iter" / "step_2" / "model")["removed_layers"] == sorted(removed)
-
-
 def test_every_registered_name_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text()
     for registry in (METHODS, LOSSES, DATA_FORMATS):

@@ -11,7 +11,7 @@ from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calib
 from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
-from layerprune.saving import save_model
+from layerprune.saving import check_output_dir, save_model
 
 console = Console()
 
@@ -38,6 +38,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    if getattr(args, "output", None):  # an existing or unwritable output fails before the model loads
+        check_output_dir(args.output, args.overwrite)
     return load_model(
         args.model,
         dtype=args.dtype,
@@ -77,8 +79,12 @@ def parse_int_list(text: str) -> list[int]:
         for part in filter(None, (p.strip() for p in text.split(","))):
             start, _, end = part.partition("-")
             values.extend(range(int(start), int(end) + 1) if end else [int(start)])
+            if end and int(end) < int(start):
+                raise ValueError
     except ValueError:
-        raise UserError(f"cannot read layer list {text!r}; write it like 3,5,7 or 3-5,9") from None
+        raise UserError(f"cannot read layer list {text!r}; write it like 3,5,7 or 3-5,9 (ranges ascending)") from None
+    if not values:
+        raise UserError("the layer list is empty; name at least one layer, e.g. 3,5,7 or 3-5,9")
     return values
 
 

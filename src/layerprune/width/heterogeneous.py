@@ -113,6 +113,9 @@ def load_narrow(path: str | Path, **kwargs) -> PreTrainedModel | None:
     """Load a directory saved with per-layer widths without remote code; None if it has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    if WIDTHS_KEY not in raw and WIDTHS_KEY not in raw.get("text_config", {}):
+        return None  # checked on the raw file: other repositories' remote code must never be resolved here
     config = AutoConfig.from_pretrained(path)
     if not stored_widths(config):
         return None
