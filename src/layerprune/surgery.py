@@ -16,7 +16,7 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_config, get_architecture, get_submodule
@@ -87,9 +87,9 @@ def _keep(model: PreTrainedModel, kept: list[int], method: str, **details) -> Pr
     return model
 
 
-def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
+def _refuse_index_dependent_math(model: PreTrainedModel | PretrainedConfig) -> None:
     """GPT-2 can scale attention by 1/(layer_idx+1); renumbering would silently change every kept layer."""
-    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+    if getattr(getattr(model, "config", model), "scale_attn_by_inverse_layer_idx", False):
         raise UserError(
             "this model sets scale_attn_by_inverse_layer_idx, so a layer's output depends on its index; "
             "removing layers would change the kept layers' math"

@@ -101,10 +101,16 @@ def _existing_file(spec: str) -> Path:
 
 
 def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    cached = gguf_cache_directory(path, cache_dir)
+    return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+
+
+def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Path:
+    """The safetensors model directory a GGUF file is dequantized into (written on first use)."""
     cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
     if not (cached / "config.json").is_file():
         _dequantize_to_cache(path, cached)
-    return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+    return cached
 
 
 def _file_digest(path: Path) -> str:
@@ -173,10 +179,15 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
         trust_remote_code=trust_remote_code,
         use_safetensors=use_safetensors,
     )
+    return model, load_tokenizer(name, trust_remote_code)
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model directory or hub id; a missing pad token becomes the EOS token."""
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
+    return tokenizer
 
 
 def _attach_provenance(model: PreTrainedModel, spec: str) -> None:
