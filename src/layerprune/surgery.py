@@ -103,12 +103,12 @@ def _keep(model: PreTrainedModel, kept: list[int], method: str, **details) -> Pr
     return model
 
 
-def _refuse_index_dependent_math(model: PreTrainedModel) -> None:
+def _refuse_index_dependent_math(model: PreTrainedModel | PretrainedConfig) -> None:
     """Refuse families whose layer math depends on the absolute index (the entry's refusal, GPT-2's scaling)."""
     arch = get_architecture(model)
     if arch.refusal:
         raise UserError(f"cannot remove layers of model_type {arch.family!r}: {arch.refusal}")
-    if getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+    if getattr(getattr(model, "config", model), "scale_attn_by_inverse_layer_idx", False):
         raise UserError(
             "this model sets scale_attn_by_inverse_layer_idx, so a layer's output depends on its index; "
             "removing layers would change the kept layers' math"
@@ -178,13 +178,16 @@ def config_fields(config: PretrainedConfig) -> dict[str, Any]:
 def sliced_config(model: PreTrainedModel, arch: Architecture, kept: list[int]) -> PretrainedConfig:
     """A copy of the model's config for the layers ``kept`` (the model is not changed)."""
     config = copy.deepcopy(model.config)
+    slice_config(config, arch, kept, count=len(get_submodule(model, arch.layers)))
+    return config
+
+
+def slice_config(config: PretrainedConfig, arch: Architecture, kept: list[int], count: int) -> None:
+    """Edit ``config`` in place for the layers ``kept`` of ``count``: the rules of in-memory and streamed surgery."""
     target = decoder_config_of(config, arch)
     fields = config_fields(target)
-    count = len(get_submodule(model, arch.layers))
     refuse_unkeepable(fields, kept, count, arch.family)
-    sliced = slice_layer_config(fields, kept, arch.layer_count_key, arch.layer_index_fields, count=count)
-    _apply_config(target, sliced)
-    return config
+    _apply_config(target, slice_layer_config(fields, kept, arch.layer_count_key, arch.layer_index_fields, count=count))
 
 
 def _apply_config(target: PretrainedConfig, fields: dict[str, Any]) -> None:

@@ -118,11 +118,17 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    cached = gguf_cache_directory(path, cache_dir)
+    return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+
+
+def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Path:
+    """The safetensors model directory a GGUF file is dequantized into (written on first use)."""
     cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
     if not (cached / "config.json").is_file():
         check_gguf(path)
         _dequantize_to_cache(path, cached)
-    return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
+    return cached
 
 
 def check_gguf(path: Path) -> None:
@@ -193,7 +199,7 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
     try:
         narrow = load_narrow(path, dtype=dtype, device_map=device_map, use_safetensors=has_safetensors)
         if narrow is not None:  # per-layer widths: built from layerprune's own code, no remote code runs
-            return narrow, _load_tokenizer(str(path), trust_remote_code)
+            return narrow, load_tokenizer(str(path), trust_remote_code)
         return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
     except (OSError, SafetensorError, json.JSONDecodeError) as error:
         raise UserError(f"cannot load the model in {path}: {_first_line(error)}") from None
@@ -232,7 +238,7 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
             trust_remote_code=trust_remote_code,
             use_safetensors=use_safetensors,
         )
-        tokenizer = _load_tokenizer(name, trust_remote_code)
+        tokenizer = load_tokenizer(name, trust_remote_code)
     except ValueError as error:
         if "trust_remote_code" not in str(error):
             raise
@@ -243,7 +249,8 @@ def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors
     return model, tokenizer
 
 
-def _load_tokenizer(name: str, trust_remote_code: bool) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model directory or hub id; a missing pad token becomes the EOS token."""
     tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
