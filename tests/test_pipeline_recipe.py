@@ -11,8 +11,10 @@ from layerprune.cli import main
 from layerprune.config import ConfigError
 from layerprune.pipeline.recipe import (
     Recipe,
+    RecipeLoader,
     load_recipe,
     parse_layer_list,
+    parse_override,
     shipped_names,
     validate_recipe,
 )
@@ -124,3 +126,14 @@ def test_recipes_lists_every_shipped_file(capsys) -> None:
     assert {"quickstart", "reassessing-paper", "best-measured", "shortgpt-lora", "slm", "streamline"} <= set(
         shipped_names("recipes")
     )
+
+
+def test_a_schedule_stays_a_string_in_yaml_and_in_set(tmp_path) -> None:
+    """YAML 1.1 reads ``1:4:8`` as the base-60 integer 3848; recipes read it as the schedule it is."""
+    assert parse_override("heal.schedule=1:4:8") == ("heal.schedule", "1:4:8")
+    assert parse_override("heal.train.max_steps=20") == ("heal.train.max_steps", 20)
+    assert yaml.load("schedule: 1:4:8\nratio: 0.25\nhex: 0x10", Loader=RecipeLoader) == {
+        "schedule": "1:4:8",
+        "ratio": 0.25,
+        "hex": 16,
+    }

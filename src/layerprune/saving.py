@@ -222,11 +222,14 @@ def write_legacy_keys(directory: Path) -> None:
 def _add_legacy_rope(config: dict[str, Any]) -> None:
     """``rope_theta`` and (unless the default RoPE) ``rope_scaling`` from ``rope_parameters``."""
     parameters = config.get("rope_parameters")
-    if isinstance(parameters, dict) and "full_attention" in parameters:  # per layer type (Gemma 3 style)
+    per_layer_type = isinstance(parameters, dict) and "full_attention" in parameters  # Gemma 3 style
+    if per_layer_type:
         parameters = parameters["full_attention"]
     if not isinstance(parameters, dict) or "rope_theta" not in parameters:
         return
     config.setdefault("rope_theta", parameters["rope_theta"])
+    if per_layer_type:  # 4.x has no per-type scaling; a top-level rope_scaling would be misread by 5.x (Gemma 4)
+        return
     scaling = {key: value for key, value in parameters.items() if key != "rope_theta"}
     if scaling.get("rope_type", "default") != "default":
         config.setdefault("rope_scaling", {**scaling, "type": scaling["rope_type"]})

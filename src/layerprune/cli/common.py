@@ -8,7 +8,6 @@ from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
-from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
 from layerprune.saving import check_output_dir, save_model
@@ -70,22 +69,6 @@ def calibration_config_from_arguments(args: argparse.Namespace) -> CalibrationCo
 
 def calibration_from_arguments(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> CalibrationSet:
     return load_calibration(tokenizer, calibration_config_from_arguments(args))
-
-
-def parse_int_list(text: str) -> list[int]:
-    """``"3,5,7"`` or ``"3-5,9"`` → ``[3, 4, 5, 9]``."""
-    values: list[int] = []
-    try:
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            start, _, end = part.partition("-")
-            values.extend(range(int(start), int(end) + 1) if end else [int(start)])
-            if end and int(end) < int(start):
-                raise ValueError
-    except ValueError:
-        raise UserError(f"cannot read layer list {text!r}; write it like 3,5,7 or 3-5,9 (ranges ascending)") from None
-    if not values:
-        raise UserError("the layer list is empty; name at least one layer, e.g. 3,5,7 or 3-5,9")
-    return values
 
 
 def parameter_count(model: PreTrainedModel) -> int:

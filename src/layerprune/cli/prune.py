@@ -14,13 +14,13 @@ from layerprune.cli.common import (
     console,
     load_from_arguments,
     model_size,
-    parse_int_list,
     save_and_report_size,
 )
 from layerprune.cli.score import add_scoring_arguments, scoring_settings
 from layerprune.errors import UserError
 from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
+from layerprune.pipeline.recipe import parse_layer_list
 from layerprune.surgery import remove_layers
 
 
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.num_layers is not None and args.num_layers < 1:
         raise UserError("--num-layers must be at least 1")
-    explicit = parse_int_list(args.layers) if args.layers is not None else None
+    explicit = parse_layer_list(args.layers) if args.layers is not None else None
     if explicit is None:
         METRICS.get(args.metric)  # an unknown name fails before the model loads
     model, tokenizer = load_from_arguments(args)

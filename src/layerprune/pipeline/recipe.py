@@ -21,6 +21,7 @@ raised before any model loads. A section with a ``name`` (``heal.method``, ``hea
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -287,7 +288,7 @@ def load_recipe(source: str | Path, overrides: list[str] = ()) -> Recipe:
 def read_mapping(path: Path) -> dict[str, Any]:
     """A YAML/JSON file's top-level mapping."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read {path}: {error}") from None
     except yaml.YAMLError as error:
@@ -297,13 +298,28 @@ def read_mapping(path: Path) -> dict[str, Any]:
     return data
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML without YAML 1.1's base-60 numbers, so that a schedule ``1:4:8`` stays a string (not 3848)."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:int"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"heal.train.max_steps=20"`` → ``("heal.train.max_steps", 20)`` (the value is read as YAML)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise UserError(f"--set {text!r}: write it as key.path=value, e.g. heal.train.max_steps=20")
     try:
-        return key.strip(), yaml.safe_load(value)
+        return key.strip(), yaml.load(value, Loader=RecipeLoader)
     except yaml.YAMLError:
         raise UserError(f"--set {text!r}: the value is not valid YAML") from None
 

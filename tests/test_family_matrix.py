@@ -1,0 +1,45 @@
+"""The surgery gate on every causal-LM model type of the installed transformers (issue 11).
+
+``family_matrix_expected.json`` pins each family's outcome: ``pass``, ``refused: <reason>``
+(a specific reason, never the generic "no architecture entry"), ``no-build`` (the generic
+shrinker cannot build a tiny model) or a known ``fail``. A regression, a family whose outcome
+changes, or a model type that a newer transformers adds fails here loudly; regenerate the
+file with ``python scripts/family_matrix.py`` after checking the difference.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from family_matrix import gate
+from tiny_families import causal_lm_types
+
+EXPECTED = json.loads((Path(__file__).with_name("family_matrix_expected.json")).read_text())
+
+
+def _kind(outcome: str) -> str:
+    return outcome.split(":", 1)[0]
+
+
+def test_every_installed_family_is_pinned() -> None:
+    assert sorted(causal_lm_types()) == sorted(EXPECTED), "a model type was added or removed: regenerate the pins"
+
+
+def test_at_least_95_percent_of_buildable_families_pass() -> None:
+    built = [outcome for outcome in EXPECTED.values() if _kind(outcome) != "no-build"]
+    assert sum(_kind(outcome) == "pass" for outcome in built) >= 0.95 * len(built)
+    assert all("no architecture entry" not in outcome for outcome in EXPECTED.values())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", sorted(EXPECTED))
+def test_family_gate(model_type: str) -> None:
+    expected = EXPECTED[model_type]
+    outcome = gate(model_type)
+    if _kind(expected) in ("pass", "refused"):
+        assert outcome == expected
+    else:
+        assert _kind(outcome) == _kind(expected), outcome
