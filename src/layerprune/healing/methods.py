@@ -84,7 +84,7 @@ class Partial(HealingMethod):
         model.requires_grad_(False)
         trained = [get_submodule(model, get_architecture(model).lm_head), final_norm(model)]
         trained += list(layers)[len(layers) - config.train_layers :]
-        for module in trained:
+        for module in filter(None, trained):  # a family without a final norm (inferred entry) has None
             module.requires_grad_(True)
         return model
 
