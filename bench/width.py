@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.calibration import CalibrationConfig
 from layerprune.data_paths import data_dir
 from layerprune.evaluation import PerplexityOptions, SpeedOptions, measure_speed, perplexity
-from layerprune.metrics import METRICS, ScoringContext
 from layerprune.models import decoder_layers, load_model
-from layerprune.surgery import remove_layers
+from layerprune.pipeline import prune
+from layerprune.pipeline.recipe import SelectSection
 from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
 
 
@@ -106,9 +106,7 @@ def combined(args: argparse.Namespace) -> list[dict]:
         model, _ = load_model("default")
         began = time.perf_counter()
         if count:
-            context = ScoringContext(seed=0)
-            context.calibration = load_calibration(tokenizer, CalibrationConfig())
-            remove_layers(model, METRICS.get("bi")(model, context).removal_order(count), method="bi")
+            prune(model, tokenizer, SelectSection(metric="bi", num_layers=count))
         if ratio:
             config = WidthConfig(ratio=ratio, schedule=args.width_schedule, calibration=calibration)
             width_prune(model, tokenizer, config)

@@ -42,7 +42,7 @@ def test_prune_reverse_order_removes_last_layers_and_reports_sizes(model_dir, tm
 
 def test_prune_random_is_seeded(model_dir, tmp_path):
     for name in ("a", "b"):
-        args = ["prune", "--model", str(model_dir), "--num-layers", "2", "--method", "random", "--seed", "3"]
+        args = ["prune", "--model", str(model_dir), "--num-layers", "2", "--metric", "random", "--seed", "3"]
         assert main([*args, "--output", str(tmp_path / name)]) == 0
     assert read_record(tmp_path / "a")["removed_layers"] == read_record(tmp_path / "b")["removed_layers"]
 
@@ -61,7 +61,7 @@ def test_prune_explicit_layers_keeps_logits_of_saved_model(model_dir, tmp_path):
         (["--layers", "0,1,2,3"], "cannot remove all"),
         (["--layers", "1,1"], "more than once"),
         (["--layers", "x"], "cannot read layer list"),
-        (["--num-layers", "2", "--method", "reverse"], "Did you mean 'reverse-order'"),
+        (["--num-layers", "2", "--metric", "reverse"], "Did you mean 'reverse-order'"),
     ],
 )
 def test_bad_prune_exits_2_with_one_line_and_leaves_no_output(model_dir, tmp_path, capsys, args, message):

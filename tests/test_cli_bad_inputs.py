@@ -91,17 +91,17 @@ CASES = [
     ("model-remote-code", _with(PRUNE, "--model", "{w}/remote"), "--trust-remote-code"),
     ("model-bad-dtype", _with(PRUNE, "--dtype", "float8"), "unknown dtype"),
     # calibration text
-    ("calib-binary-txt", _with(SCORE, "--calib", "{w}/binary.txt"), "not UTF-8"),
-    ("calib-binary-jsonl", _with(SCORE, "--calib", "{w}/binary.jsonl"), "not UTF-8"),
-    ("calib-malformed-jsonl", _with(SCORE, "--calib", "{w}/bad.jsonl"), "bad.jsonl:2: not valid JSON"),
-    ("calib-no-text-field", _with(SCORE, "--calib", "{w}/notext.jsonl"), "no 'text' or 'instruction'"),
-    ("calib-missing-file", _with(SCORE, "--calib", "{w}/nothing.txt"), "does not exist"),
-    ("calib-missing-csv", _with(SCORE, "--calib", "{w}/nothing.csv"), "unknown calibration source"),
-    ("calib-too-short", _with(SCORE, "--calib", "{w}/good.jsonl", "--seq-len", "5000"), "too short"),
+    ("calib-binary-txt", _with(SCORE, "--calibration", "{w}/binary.txt"), "not UTF-8"),
+    ("calib-binary-jsonl", _with(SCORE, "--calibration", "{w}/binary.jsonl"), "not UTF-8"),
+    ("calib-malformed-jsonl", _with(SCORE, "--calibration", "{w}/bad.jsonl"), "bad.jsonl:2: not valid JSON"),
+    ("calib-no-text-field", _with(SCORE, "--calibration", "{w}/notext.jsonl"), "no 'text' or 'instruction'"),
+    ("calib-missing-file", _with(SCORE, "--calibration", "{w}/nothing.txt"), "does not exist"),
+    ("calib-missing-csv", _with(SCORE, "--calibration", "{w}/nothing.csv"), "unknown calibration source"),
+    ("calib-too-short", _with(SCORE, "--calibration", "{w}/good.jsonl", "--seq-len", "5000"), "too short"),
     # score output
-    ("score-out-existing-dir", _with(SCORE, "--out", "{w}/existing"), "is a directory"),
-    ("score-out-under-file", _with(SCORE, "--out", "{w}/afile/scores.json"), "is a file"),
-    ("score-out-readonly", _with(SCORE, "--out", "{w}/readonly/scores.json"), "no write permission"),
+    ("score-out-existing-dir", _with(SCORE, "--output", "{w}/existing"), "is a directory"),
+    ("score-out-under-file", _with(SCORE, "--output", "{w}/afile/scores.json"), "is a file"),
+    ("score-out-readonly", _with(SCORE, "--output", "{w}/readonly/scores.json"), "no write permission"),
     (
         "prune-scores-binary",
         _with(PRUNE, "--layers", None, "--num-layers", "1", "--scores", "{w}/binary.json"),
@@ -147,7 +147,7 @@ VALIDATION_CASES = [
     ("heal-max-steps-0", _with(HEAL, "--max-steps", "0"), ""),
     ("heal-max-steps-negative", _with(HEAL, "--max-steps", "-3"), ""),
     ("heal-lr-negative", _with(HEAL, "--lr", "-0.001"), ""),
-    ("heal-batch-size-0", _with(HEAL, "--batch-size", "0"), ""),
+    ("heal-batch-size-0", _with(HEAL, "--train-batch-size", "0"), ""),
     ("heal-exists-before-loading", _with(HEAL, "--model", "{w}/notgguf.gguf", "--output", "{w}/existing"), "exists"),
 ]
 

@@ -22,12 +22,12 @@ def workspace(tmp_path_factory):
 
 
 def calibration_flags(root) -> list[str]:
-    return ["--calib", str(root / "calib.txt"), "--samples", "4", "--seq-len", "16"]
+    return ["--calibration", str(root / "calib.txt"), "--samples", "4", "--seq-len", "16"]
 
 
 def test_score_writes_json_and_prune_reuses_it(workspace, capsys):
     out = workspace / "scores.json"
-    argv = ["score", "--model", str(workspace / "model"), "--metrics", "bi,angular,magnitude-l1", "--out", str(out)]
+    argv = ["score", "--model", str(workspace / "model"), "--metrics", "bi,angular,magnitude-l1", "--output", str(out)]
     assert main(argv + calibration_flags(workspace)) == 0
     printed = capsys.readouterr().out
     assert "angular best block of 2" in printed and "magnitude-l1" in printed
@@ -55,13 +55,6 @@ def test_prune_scores_on_the_fly_with_exclusion(workspace):
     assert step["removed_source_layers"] == sorted(sorted(range(4), key=lambda i: (bi[i], -i))[:2])
 
 
-def test_method_alias_still_selects_reverse_order(workspace):
-    out = workspace / "pruned-reverse"
-    argv = ["prune", "--model", str(workspace / "model"), "--method", "reverse-order", "--num-layers", "1"]
-    assert main([*argv, "--output", str(out)]) == 0
-    assert read_record(out)["removed_layers"] == [5]
-
-
 def test_mismatched_scores_file_is_a_user_error(workspace, tmp_path, capsys):
     Scores("other", 5, {}).save(tmp_path / "five.json")
     argv = ["prune", "--model", str(workspace / "model"), "--metric", "bi", "--num-layers", "1"]
@@ -73,7 +66,7 @@ def test_mismatched_scores_file_is_a_user_error(workspace, tmp_path, capsys):
 def test_score_all_metrics_on_the_default_model_offline(tmp_path):
     out = tmp_path / "scores.json"
     argv = ["score", "--model", "default", "--metrics", "all", "--samples", "2", "--seq-len", "16", "--sleb-steps", "1"]
-    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--output", str(out)]) == 0
     scores = Scores.load(out)
     assert set(scores.metrics) == set(METRICS.names()) and scores.num_layers == 30
     assert scores.calibration.source == "default"

@@ -28,8 +28,8 @@ def workspace(tmp_path):
 
 def heal_arguments(workspace: Path, output: str) -> list[str]:
     return [
-        "--model", str(workspace / "tiny"), "--data", str(workspace / "text.txt"), "--seq-len", "24",
-        "--validation-size", "4", "--max-steps", "3", "--batch-size", "2", "--eval-steps", "2",
+        "--model", str(workspace / "tiny"), "--data", str(workspace / "text.txt"), "--heal-seq-len", "24",
+        "--validation-size", "4", "--max-steps", "3", "--train-batch-size", "2", "--eval-steps", "2",
         "--train-layers", "1", "--untie", "--output", str(workspace / output),
     ]  # fmt: skip
 
@@ -39,9 +39,9 @@ def test_heal_cli_and_user_errors(workspace, capsys) -> None:
     assert read_record(workspace / "out")["steps"][-1]["settings"]["method"]["untie"] is True
     config = json.loads((workspace / "out" / "config.json").read_text())
     assert config["tie_word_embeddings"] is False
-    assert main(["heal", *heal_arguments(workspace, "bad"), "--method", "lorra"]) == 2
+    assert main(["heal", *heal_arguments(workspace, "bad"), "--heal-method", "lorra"]) == 2
     assert "Did you mean 'lora'" in capsys.readouterr().err
-    assert main(["heal", *heal_arguments(workspace, "bad"), "--method", "qlora"]) == 2
+    assert main(["heal", *heal_arguments(workspace, "bad"), "--heal-method", "qlora"]) == 2
 
 
 def test_every_registered_name_is_documented_in_the_readme() -> None:

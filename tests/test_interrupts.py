@@ -75,7 +75,7 @@ def test_sigterm_during_heal_removes_checkpoints_and_temporaries(model_dir, tmp_
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"text": f"line {i} of healing text"}) + "\n" for i in range(16)))
     out = tmp_path / "healed"
-    argv = ["heal", "--model", str(model_dir), "--data", str(data), "--method", "full", "--max-steps", "3"]
+    argv = ["heal", "--model", str(model_dir), "--data", str(data), "--heal-method", "full", "--max-steps", "3"]
     argv += ["--validation-size", "0", "--output", str(out)]
     result = _interrupt(argv, ("layerprune.healing.trainer", "HealingTrainer", "training_step"), signal.SIGTERM)
     assert result.returncode == 143, result.stderr

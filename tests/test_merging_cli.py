@@ -19,7 +19,7 @@ def tiny_dir(tmp_path):
 
 def test_merge_cli_target_mode_prints_groups_and_records_them(tiny_dir, tmp_path, capsys) -> None:
     model_dir, text = tiny_dir
-    argv = ["merge", "--model", str(model_dir), "--num-layers", "2", "--calib", str(text), "--samples", "4"]
+    argv = ["merge", "--model", str(model_dir), "--num-layers", "2", "--calibration", str(text), "--samples", "4"]
     assert main([*argv, "--seq-len", "16", "--merge-op", "mean", "--output", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr().out
     assert "removes exactly 2 layers" in printed and "layers:     8 → 6" in printed
@@ -38,7 +38,17 @@ def test_merge_cli_rejects_unknown_operator(tiny_dir, tmp_path, capsys) -> None:
 
 def test_replace_cli_streamline_saves_a_shallower_model(tiny_dir, tmp_path, capsys) -> None:
     model_dir, text = tiny_dir
-    argv = ["replace", "--model", str(model_dir), "--num-layers", "3", "--data", str(text), "--calib", str(text)]
+    argv = [
+        "replace",
+        "--model",
+        str(model_dir),
+        "--num-layers",
+        "3",
+        "--train-data",
+        str(text),
+        "--calibration",
+        str(text),
+    ]
     argv += [
         "--samples",
         "2",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import csv
+import importlib
 
 import pytest
 import yaml
 
 from layerprune.cli import main
+from layerprune.pipeline.recipe import shipped_names
 from layerprune.pipeline.study import load_study, run_study
 from pipeline_support import tiny_recipe, tiny_workspace
+
+run_module = importlib.import_module("layerprune.pipeline.run")
 
 
 @pytest.fixture
@@ -31,6 +35,20 @@ def test_shipped_reassessing_study_has_14_cells() -> None:
     assert {cell.recipe.select.metric for cell in cells} == {
         "reverse-order", "random", "magnitude-l1", "magnitude-l2", "taylor", "ppl", "bi"
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", shipped_names("studies"))
+def test_every_shipped_study_passes_dry_run(name, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
+    assert main(["study", name, "--output", str(tmp_path / name), "--dry-run"]) == 0
+    cells = len(load_study(name)[1])
+    assert capsys.readouterr().out.startswith(f"{cells} cells")
+    assert not (tmp_path / name).exists()
+
+
+def test_shipped_benchmark_studies_have_their_cells() -> None:
+    """The studies that replaced bench/: 2 selections; 2 selections × 2 methods × 3 losses; 9 merge/delete."""
+    assert [len(load_study(name)[1]) for name in ("evaluation", "healing", "merging")] == [2, 12, 9]
 
 
 def test_a_grid_key_that_does_not_exist_exits_2(workspace, capsys) -> None:

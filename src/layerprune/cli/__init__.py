@@ -34,12 +34,19 @@ SUBCOMMANDS = (
 )
 
 
+class ExactParser(argparse.ArgumentParser):
+    """A subcommand parser that reads flags by their full name only (``--out`` is not ``--output``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layerprune", description="Make LLMs shallower: score, prune, merge, heal, evaluate."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=ExactParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"layerprune.cli.{name}").register(subparsers)
     return parser

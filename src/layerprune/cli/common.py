@@ -10,7 +10,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
-from layerprune.saving import check_output_dir, save_model
+from layerprune.saving import check_output_dir, check_output_file, save_model
 
 console = Console()
 
@@ -32,13 +32,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir",
         default=None,
-        help="where dequantized GGUF models are cached (default: $LAYERPRUNE_CACHE or ~/.cache/layerprune)",
+        help="where GGUF models (this one, a kd teacher, the speed baseline) are dequantized "
+        "(default: $LAYERPRUNE_CACHE or ~/.cache/layerprune)",
     )
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    if getattr(args, "output", None):  # an existing or unwritable output fails before the model loads
-        check_output_dir(args.output, args.overwrite)
+    check_output(args)
     return load_model(
         args.model,
         dtype=args.dtype,
@@ -49,22 +49,27 @@ def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreT
     )
 
 
-def add_calibration_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--calib --samples --seq-len --seed``; defaults come from :class:`CalibrationConfig`."""
-    defaults = CalibrationConfig()
-    parser.add_argument(
-        "--calib",
+def add_calibration_arguments(parser: argparse.ArgumentParser, defaults: CalibrationConfig | None = None) -> None:
+    """``--calibration --samples --seq-len --seed``: the recipe's ``calibration`` section as flags.
+
+    Defaults come from ``defaults``, the calibration settings of the command's own config class
+    (:class:`CalibrationConfig` unless given).
+    """
+    defaults = defaults or CalibrationConfig()
+    group = parser.add_argument_group("calibration (the recipe's calibration section)")
+    group.add_argument(
+        "--calibration",
         default=defaults.source,
         help="calibration text: 'default' (Python's bundled language reference), wikitext2, c4, bookcorpus, "
         "pg19 (hub), or a .txt/.jsonl/.json/.parquet file",
     )
-    parser.add_argument("--samples", type=int, default=defaults.samples, help="calibration windows")
-    parser.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help="seed for window sampling and random choices")
+    group.add_argument("--samples", type=int, default=defaults.samples, help="calibration windows")
+    group.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")
+    group.add_argument("--seed", type=int, default=defaults.seed, help="seed for window sampling and random choices")
 
 
 def calibration_config_from_arguments(args: argparse.Namespace) -> CalibrationConfig:
-    return CalibrationConfig(source=args.calib, samples=args.samples, seq_len=args.seq_len, seed=args.seed)
+    return CalibrationConfig(source=args.calibration, samples=args.samples, seq_len=args.seq_len, seed=args.seed)
 
 
 def calibration_from_arguments(args: argparse.Namespace, tokenizer: PreTrainedTokenizerBase) -> CalibrationSet:
@@ -78,8 +83,25 @@ def parameter_count(model: PreTrainedModel) -> int:
 
 def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     """``--output DIR`` (written atomically) and ``--overwrite``."""
-    parser.add_argument("--output", required=True, help=f"directory for {what}")
+    parser.add_argument("--output", required=True, metavar="DIR", help=f"directory for {what}")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    parser.set_defaults(output_is_file=False)
+
+
+def add_output_file_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--output FILE`` (optional; an existing file is replaced)."""
+    parser.add_argument("--output", default=None, metavar="FILE", help=f"write {what} to this JSON file")
+    parser.set_defaults(output_is_file=True)
+
+
+def check_output(args: argparse.Namespace) -> None:
+    """Fail before any work if ``--output`` (a file or a directory, as the command writes) cannot be written."""
+    if getattr(args, "output", None) is None:
+        return
+    if args.output_is_file:
+        check_output_file(args.output)
+    else:
+        check_output_dir(args.output, args.overwrite)
 
 
 def model_size(model: PreTrainedModel) -> tuple[int, int]:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 
-from layerprune.cli.common import add_model_arguments, console, load_from_arguments
+from layerprune.cli.common import add_model_arguments, add_output_file_argument, console, load_from_arguments
 from layerprune.errors import UserError
 from layerprune.evaluation import EvalConfig, HarnessOptions, PerplexityOptions, SpeedOptions, evaluate
 from layerprune.evaluation.results import results_table, write_results
+from layerprune.evaluation.runner import load_source
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="lm-eval task names and/or presets paper8, zeroshot7 (comma or space separated)",
     )
     parser.add_argument("--limit", type=int, default=HarnessOptions.limit, help="first N examples per task")
-    parser.add_argument("--batch-size", type=int, default=HarnessOptions.batch_size)
+    parser.add_argument("--harness-batch-size", type=int, default=HarnessOptions.batch_size, help="lm-eval batch")
     parser.add_argument("--num-fewshot", type=int, default=HarnessOptions.num_fewshot)
     parser.add_argument("--device", default=EvalConfig.device, help="e.g. cpu or cuda:0 (default: where it loads)")
     parser.add_argument(
@@ -34,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --data-dir, skip tasks whose local files are missing (recorded in the results)",
     )
     parser.add_argument("--ppl", nargs="+", default=[], help="wikitext2, c4, ptb or a text file (comma or space)")
-    parser.add_argument("--seq-len", type=int, default=PerplexityOptions.seq_len, help="perplexity window length")
+    parser.add_argument(
+        "--ppl-seq-len", type=int, default=PerplexityOptions.seq_len, help="perplexity window length in tokens"
+    )
     parser.add_argument(
         "--ppl-windows",
         type=int,
@@ -47,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--decode-tokens", type=int, default=SpeedOptions.decode_tokens)
     parser.add_argument("--repeats", type=int, default=SpeedOptions.repeats)
     parser.add_argument("--seed", type=int, default=EvalConfig.seed)
-    parser.add_argument("--out", help="write the results JSON here")
+    add_output_file_argument(parser, "the results")
     parser.set_defaults(run=run)
 
 
@@ -61,7 +65,12 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
     tasks, ppl = split_names(args.tasks), split_names(args.ppl)
     if not (tasks or ppl or args.speed):
         raise UserError("nothing to evaluate: give --tasks, --ppl and/or --speed")
-    for name, value in (("--limit", args.limit), ("--batch-size", args.batch_size), ("--seq-len", args.seq_len)):
+    limits = (
+        ("--limit", args.limit),
+        ("--harness-batch-size", args.harness_batch_size),
+        ("--ppl-seq-len", args.ppl_seq_len),
+    )
+    for name, value in limits:
         if value is not None and value < 1:
             raise UserError(f"{name} must be at least 1")
     speed = (
@@ -83,18 +92,22 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
         device=args.device,
         seed=args.seed,
         harness=HarnessOptions(
-            limit=args.limit, batch_size=args.batch_size, num_fewshot=args.num_fewshot, skip_missing=args.skip_missing
+            limit=args.limit,
+            batch_size=args.harness_batch_size,
+            num_fewshot=args.num_fewshot,
+            skip_missing=args.skip_missing,
         ),
-        perplexity=PerplexityOptions(seq_len=args.seq_len, max_windows=args.ppl_windows),
+        perplexity=PerplexityOptions(seq_len=args.ppl_seq_len, max_windows=args.ppl_windows),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     model, tokenizer = load_from_arguments(args)
-    results = evaluate(model, tokenizer, config, model_name=args.model)
+    source_loader = partial(load_source, cache_dir=args.cache_dir)  # the dense model that speed compares against
+    results = evaluate(model, tokenizer, config, model_name=args.model, source_loader=source_loader)
     console.print(results_table(results))
-    if args.out:
-        write_results(args.out, results)
-        console.print(f"results written to {args.out}")
+    if args.output:
+        write_results(args.output, results)
+        console.print(f"results written to {args.output}")
     return 0

@@ -1,8 +1,8 @@
-"""``layerprune heal``: fine-tune a pruned model (``--method`` × ``--loss``) and save a plain HF model.
+"""``layerprune heal``: fine-tune a pruned model (``--heal-method`` × ``--loss``) and save a plain HF model.
 
 Example (the paper's recipe, with the lm_head untied from the embeddings)::
 
-    layerprune heal --model pruned/ --method partial --train-layers 3 --untie \\
+    layerprune heal --model pruned/ --heal-method partial --train-layers 3 --untie \\
         --data dolly --max-tokens 2000000 --output healed/
 
 Works unchanged under ``accelerate launch -m layerprune heal ...``.
@@ -37,10 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
-    """Healing options (shared with ``layerprune iterate``); defaults come from the config dataclasses."""
+    """Healing options, named after the recipe's ``heal`` keys; defaults come from the config dataclasses."""
     method, loss, data, train = MethodConfig(), LossConfig(), DataConfig(), TrainConfig()
     group = parser.add_argument_group("which parameters train")
-    group.add_argument("--method", default=method.name, help=f"one of {', '.join(METHODS.names())}")
+    group.add_argument("--heal-method", default=method.name, help=f"one of {', '.join(METHODS.names())}")
     group.add_argument("--train-layers", type=int, default=method.train_layers, help="partial: last K layers train")
     group.add_argument("--untie", action="store_true", help="give a tied lm_head its own copy (recorded in config)")
     group.add_argument("--lora-r", type=int, default=method.lora_r)
@@ -58,13 +58,13 @@ def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
         help="dolly, alpaca, oasst1, wikitext2, c4, a json/jsonl/parquet/txt file or hub id",
     )
     group.add_argument("--data-format", default=data.format, help="auto, alpaca, dolly, messages, oasst or text")
-    group.add_argument("--seq-len", type=int, default=data.seq_len, help="cutoff length in tokens")
-    group.add_argument("--packing", action="store_true", help="concatenate examples into --seq-len blocks")
+    group.add_argument("--heal-seq-len", type=int, default=data.seq_len, help="cutoff length in tokens")
+    group.add_argument("--packing", action="store_true", help="concatenate examples into --heal-seq-len blocks")
     group.add_argument("--validation-size", type=float, default=data.validation_size, help="fraction (<1) or count")
     group.add_argument("--max-examples", type=int, default=None, help="use at most this many training records")
     group = parser.add_argument_group("training")
     group.add_argument("--lr", type=float, default=train.learning_rate)
-    group.add_argument("--batch-size", type=int, default=train.batch_size)
+    group.add_argument("--train-batch-size", type=int, default=train.batch_size, help="examples per step")
     group.add_argument("--grad-accum", type=int, default=train.gradient_accumulation)
     group.add_argument("--max-steps", type=int, default=None, help="budget in optimizer steps")
     group.add_argument("--max-tokens", type=int, default=None, help="budget in input tokens (if no --max-steps)")
@@ -86,15 +86,21 @@ def heal_config_from_arguments(args: argparse.Namespace, output: str) -> HealCon
     return HealConfig(
         output=output,
         method=MethodConfig(
-            args.method, args.train_layers, args.untie, args.lora_r, args.lora_alpha, args.lora_dropout
+            args.heal_method, args.train_layers, args.untie, args.lora_r, args.lora_alpha, args.lora_dropout
         ),
         loss=LossConfig(args.loss, args.temperature, args.alpha),
         data=DataConfig(
-            args.data, args.data_format, args.seq_len, args.packing, args.validation_size, args.max_examples, args.seed
+            args.data,
+            args.data_format,
+            args.heal_seq_len,
+            args.packing,
+            args.validation_size,
+            args.max_examples,
+            args.seed,
         ),
         train=TrainConfig(
             learning_rate=args.lr,
-            batch_size=args.batch_size,
+            batch_size=args.train_batch_size,
             gradient_accumulation=args.grad_accum,
             max_steps=args.max_steps,
             max_tokens=args.max_tokens,
@@ -114,6 +120,7 @@ def heal_config_from_arguments(args: argparse.Namespace, output: str) -> HealCon
         checkpoint_dir=args.checkpoint_dir,
         overwrite=args.overwrite,
         save_dtype=args.save_dtype,
+        cache_dir=args.cache_dir,
     )
 
 

@@ -22,14 +22,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("merge", help="merge runs of similar layers (SLM, LaCo) and save the model")
     add_model_arguments(parser)
     defaults = MergeConfig()
-    parser.add_argument("--method", default=defaults.method, help=f"one of {', '.join(MERGE_METHODS.names())}")
+    parser.add_argument("--merge-method", default=defaults.method, help=f"one of {', '.join(MERGE_METHODS.names())}")
     stop = parser.add_mutually_exclusive_group(required=True)
     stop.add_argument("--threshold", type=float, help="similarity a merged model must keep")
     stop.add_argument("--num-layers", type=int, help="remove exactly K layers (bisection over the threshold)")
     stop.add_argument("--ratio", type=float, help="remove round(R × layers) layers")
     parser.add_argument("--merge-op", default=defaults.operator, help=f"one of {', '.join(MERGE_OPERATORS.names())}")
     parser.add_argument("--similarity", default=defaults.similarity, help=f"one of {', '.join(SIMILARITIES.names())}")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="calibration windows per forward")
+    parser.add_argument(
+        "--merge-batch-size", type=int, default=defaults.batch_size, help="calibration windows per forward"
+    )
     parser.add_argument("--merge-last", action="store_true", help="SLM: let windows include the last layer")
     laco = defaults.laco
     parser.add_argument("--laco-c", type=int, default=laco.merge_layers, help="LaCo C: layers fused per merge")
@@ -46,13 +48,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def config_from_arguments(args: argparse.Namespace) -> MergeConfig:
     config = MergeConfig(
-        method=args.method,
+        method=args.merge_method,
         threshold=args.threshold,
         num_layers=args.num_layers,
         ratio=args.ratio,
         operator=args.merge_op,
         similarity=args.similarity,
-        batch_size=args.batch_size,
+        batch_size=args.merge_batch_size,
     )
     config.slm.protect_last = not args.merge_last
     config.laco.merge_layers, config.laco.interval = args.laco_c, args.laco_interval

@@ -35,8 +35,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--metric",
-        "--method",
-        dest="metric",
         default="reverse-order",
         help="selection metric (see `layerprune score --help`); a block metric removes its best contiguous block",
     )

@@ -23,13 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     defaults = StreamlineConfig()
     parser.add_argument("--num-layers", type=int, required=True, help="layers to remove (block of K+1 → 1)")
-    parser.add_argument("--metric", default=defaults.metric, help=f"block choice: {', '.join(BLOCK_METRICS.names())}")
+    parser.add_argument(
+        "--block-metric", default=defaults.metric, help=f"block choice: {', '.join(BLOCK_METRICS.names())}"
+    )
     parser.add_argument("--train", default=defaults.train, help=f"training loss: {', '.join(TRAINING_LOSSES.names())}")
-    parser.add_argument("--data", default=CalibrationConfig().source, help="training text (any --calib source)")
-    parser.add_argument("--train-samples", type=int, default=64, help="training windows per epoch")
+    parser.add_argument("--train-data", default=defaults.data, help="training text (any --calibration source)")
+    parser.add_argument("--train-samples", type=int, default=defaults.train_samples, help="training windows per epoch")
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--lr", type=float, default=defaults.learning_rate, help="AdamW learning rate")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help="windows per training step")
+    parser.add_argument("--train-batch-size", type=int, default=defaults.batch_size, help="windows per training step")
     parser.add_argument(
         "--final-norm", action="store_true", help="compare the top block after the final norm (released code)"
     )
@@ -41,20 +43,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     config = StreamlineConfig(
         num_layers=args.num_layers,
-        metric=args.metric,
+        metric=args.block_metric,
         train=args.train,
         epochs=args.epochs,
         learning_rate=args.lr,
-        batch_size=args.batch_size,
+        batch_size=args.train_batch_size,
         seed=args.seed,
         final_norm=args.final_norm,
+        data=args.train_data,
+        train_samples=args.train_samples,
     )
     for registry, name in ((BLOCK_METRICS, config.metric), (TRAINING_LOSSES, config.train)):
         registry.get(name)  # fail on a bad name before loading anything
     model, tokenizer = load_from_arguments(args)
     before = model_size(model)
     training = load_calibration(
-        tokenizer, CalibrationConfig(args.data, samples=args.train_samples, seq_len=args.seq_len, seed=args.seed + 1)
+        tokenizer,
+        CalibrationConfig(config.data, config.train_samples, args.seq_len, config.seed + 1),
     )
     result = replace_block(model, calibration_from_arguments(args, tokenizer), training, config)
     console.print(f"replaced [{result.first}–{result.last}] → {result.first}   {config.metric} {result.similarity:.4f}")

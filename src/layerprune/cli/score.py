@@ -10,13 +10,13 @@ from rich.table import Table
 from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
+    add_output_file_argument,
     calibration_config_from_arguments,
     console,
     load_from_arguments,
 )
 from layerprune.metrics import METRICS, Scores, ScoringContext, score
 from layerprune.metrics.base import ANGULAR_TOKENS, SCORING_PRESETS
-from layerprune.saving import check_output_file
 
 _BEST_BLOCKS_SHOWN = 8
 
@@ -72,20 +72,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_calibration_arguments(parser)
     add_scoring_arguments(parser)
-    parser.add_argument("--out", default=None, help="write every score, table and setting to this JSON file")
+    add_output_file_argument(parser, "every score, table and setting")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = scoring_settings(args)
-    if args.out:
-        check_output_file(args.out)  # before any scoring
-    model, tokenizer = load_from_arguments(args)
+    model, tokenizer = load_from_arguments(args)  # an unwritable --output fails before the model loads
     scores = score(model, tokenizer, args.metrics, calib=calibration_config_from_arguments(args), **settings)
     print_scores(scores, args.exclude_first, args.exclude_last)
-    if args.out:
-        scores.save(args.out)
-        console.print(f"wrote {args.out}")
+    if args.output:
+        scores.save(args.output)
+        console.print(f"wrote {args.output}")
     return 0
 
 

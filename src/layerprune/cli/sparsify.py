@@ -37,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dsa-samples", type=int, default=defaults.dsa_samples, help="DSA fitness windows")
     parser.add_argument("--dsa-function", default=None, help="DSA: name (or .json) of the function to reuse/save")
     parser.add_argument("--dsa-state", default=None, help="DSA: search state file (resumed if present)")
-    add_calibration_arguments(parser)
-    parser.set_defaults(samples=defaults.calibration.samples)
+    add_calibration_arguments(parser, defaults.calibration)
     add_output_arguments(parser, "the sparse model")
     parser.set_defaults(run=run)
 

@@ -22,7 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = WidthConfig()
     parser = subparsers.add_parser("width", help="remove attention heads and FFN channels (width pruning)")
     add_model_arguments(parser)
-    parser.add_argument("--method", default=defaults.method, choices=WIDTH_METHODS.names(), help="width method")
+    parser.add_argument(
+        "--width-method",
+        "--method",  # issue 12's contract: `layerprune width --method`
+        default=defaults.method,
+        choices=WIDTH_METHODS.names(),
+        help="width method",
+    )
     parser.add_argument(
         "--ratio", type=float, required=True, help="mean fraction of layer parameters removed, in (0, 1)"
     )
@@ -30,15 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-ratio", type=float, default=None, help="log-increase: first layer's ratio r0")
     parser.add_argument("--max-ratio", type=float, default=None, help="log-increase: last layer's ratio r_max")
     parser.add_argument("--damp", type=float, default=defaults.damp, help="Hessian damping, fraction of mean diag")
-    add_calibration_arguments(parser)
-    parser.set_defaults(samples=defaults.calibration.samples)
+    add_calibration_arguments(parser, defaults.calibration)
     add_output_arguments(parser, "the width-pruned model")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     config = WidthConfig(
-        method=args.method,
+        method=args.width_method,
         ratio=args.ratio,
         schedule=args.schedule,
         min_ratio=args.min_ratio,

@@ -1,6 +1,6 @@
 """One results schema for every evaluation, its table, and side-by-side comparison.
 
-A results file (``layerprune eval --out results.json``) is a JSON object::
+A results file (``layerprune eval --output results.json``) is a JSON object::
 
     {"schema": "layerprune.eval/1",
      "model": spec, "source": dense source spec, "num_layers", "source_num_layers", "removed_layers",

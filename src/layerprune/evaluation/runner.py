@@ -44,9 +44,9 @@ class EvalConfig:
     perplexity: PerplexityOptions = field(default_factory=PerplexityOptions)
 
 
-def load_source(spec: str, dtype: torch.dtype, device: torch.device) -> PreTrainedModel:
-    """The dense source model, in the pruned model's dtype and on its device."""
-    model, _ = load_model(spec, dtype=dtype)
+def load_source(spec: str, dtype: torch.dtype, device: torch.device, cache_dir: str | None = None) -> PreTrainedModel:
+    """The dense source model, in the pruned model's dtype and on its device (a GGUF dequantized in ``cache_dir``)."""
+    model, _ = load_model(spec, dtype=dtype, cache_dir=cache_dir)
     return model.to(device)
 
 

@@ -297,7 +297,7 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig, bu
     train_indices = order[validation_count:][: config.max_examples]
     train = _prepare_until(prepare, train_indices, budget) if budget else prepare(train_indices)
     if not train:
-        raise UserError(f"no training examples left from {config.source} at --seq-len {config.seq_len}")
+        raise UserError(f"no training examples left from {config.source} at seq_len {config.seq_len} (--heal-seq-len)")
     held_out = prepare(order[:validation_count])
     validation = TokenizedDataset(held_out, first_index=len(train)) if held_out else None
     return HealingData(TokenizedDataset(train), validation, config)

@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class HealConfig:
-    """A healing run. ``teacher`` is a model spec or ``"source"`` (the dense model in ``layerprune.json``)."""
+    """A healing run. ``teacher`` is a model spec or ``"source"`` (the dense model in ``layerprune.json``);
+    ``cache_dir`` is where a GGUF teacher is dequantized."""
 
     output: str
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -46,6 +47,7 @@ class HealConfig:
     checkpoint_dir: str | None = None
     overwrite: bool = False
     save_dtype: str | None = None
+    cache_dir: str | None = None
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir or f"{Path(self.output)}.checkpoints")
@@ -128,7 +130,7 @@ def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel 
     if not config.loss.needs_teacher:
         return None
     if given is None:
-        return load_teacher(model, config.teacher)
+        return load_teacher(model, config.teacher, config.cache_dir)
     check_vocabulary(model, given)
     return prepare_teacher(given)
 

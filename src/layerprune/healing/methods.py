@@ -145,7 +145,7 @@ def save_adapter(model: nn.Module, work_dir: Path) -> None:
 
 def require_bitsandbytes() -> None:
     if not torch.cuda.is_available():
-        raise UserError("qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use --method lora or partial")
+        raise UserError("qlora needs a CUDA GPU (bitsandbytes 4-bit); on CPU use lora or partial")
     try:
         import bitsandbytes  # noqa: F401
     except ImportError:

@@ -13,15 +13,17 @@ from layerprune.provenance import get_provenance
 logger = logging.getLogger(__name__)
 
 
-def load_teacher(student: PreTrainedModel, spec: str = "source") -> PreTrainedModel:
+def load_teacher(student: PreTrainedModel, spec: str = "source", cache_dir: str | None = None) -> PreTrainedModel:
     """Load ``spec`` (``"source"``: the student's provenance source) frozen, in the student's dtype.
+
+    ``cache_dir`` is where a GGUF teacher is dequantized (see :func:`~layerprune.models.load_model`).
 
     ``"source"`` needs a student that layerprune changed (its provenance records a step);
     an unchanged model is its own source, and distilling from itself would teach nothing.
     """
     resolved = known_source(student) if spec == "source" else spec
     try:
-        teacher, _ = load_model(resolved, dtype=student.dtype)
+        teacher, _ = load_model(resolved, dtype=student.dtype, cache_dir=cache_dir)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot load the teacher {resolved!r} ({error}); pass --teacher SPEC") from None
     check_vocabulary(student, teacher)
