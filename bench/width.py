@@ -56,8 +56,8 @@ def structured(args: argparse.Namespace) -> list[dict]:
     for ratio in args.ratios:
         for method, schedule in variants:
             model, _ = load_model("default")
-            config = WidthConfig(method=method, ratio=ratio, schedule=schedule, calibration=calibration)
-            result = width_prune(model, tokenizer, config)
+            config = WidthConfig(method=method, ratio=ratio, schedule=schedule)
+            result = width_prune(model, tokenizer, config, calibration)
             rows.append(row(f"{method} {schedule} {ratio}", model, tokenizer, args, result.seconds, dense_params))
     return rows
 
@@ -73,11 +73,12 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
                 args.pruner,
                 sparsity,
                 allocation=allocation,
-                calibration=calibration,
                 dsa_generations=args.dsa_generations,
                 dsa_population=args.dsa_population,
+                dsa_function=f"{args.dsa_dir}/wanda-{sparsity:g}.json",
+                dsa_state=f"{args.dsa_dir}/wanda-{sparsity:g}.search.json",
             )
-            result = sparsify(model, tokenizer, config)
+            result = sparsify(model, tokenizer, config, calibration)
             label = f"{args.pruner} {allocation} {sparsity}"
             zeros = round(sum(result.achieved) / len(result.achieved), 4)
             extra = {
@@ -110,8 +111,7 @@ def combined(args: argparse.Namespace) -> list[dict]:
             context.calibration = load_calibration(tokenizer, CalibrationConfig())
             remove_layers(model, METRICS.get("bi")(model, context).removal_order(count), method="bi")
         if ratio:
-            config = WidthConfig(ratio=ratio, schedule=args.width_schedule, calibration=calibration)
-            width_prune(model, tokenizer, config)
+            width_prune(model, tokenizer, WidthConfig(ratio=ratio, schedule=args.width_schedule), calibration)
         seconds = time.perf_counter() - began
         timing = measure_speed(model, speed)
         keep = {k: timing[k] for k in ("prefill_latency_s", "decode_tokens_per_s") if k in timing}
@@ -140,6 +140,7 @@ def main() -> None:
     parser.add_argument("--pruner", default="wanda")
     parser.add_argument("--dsa-generations", type=int, default=2)
     parser.add_argument("--dsa-population", type=int, default=4)
+    parser.add_argument("--dsa-dir", default="bench/results/dsa", help="DSA: found functions and search states")
     parser.add_argument("--fewer", type=float, default=0.25, help="combined: fraction of decoder parameters removed")
     parser.add_argument("--width-schedule", default="log-increase")
     parser.add_argument("--samples", type=int, default=32)
