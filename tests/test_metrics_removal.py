@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from layerprune.metrics import score
-from layerprune.metrics.nll import predicted_positions, token_nll
 from layerprune.metrics.layerwise import LayerwisePass, ResidentLayers
+from layerprune.metrics.nll import predicted_positions, token_nll
 from layerprune.metrics.removal import RemovalSearch
 from metric_fixtures import IDENTITY_LAYER, greedy_calibration, identity_layer_model, random_calibration
 from reference_metrics import naive_mean_nll, naive_ppl, naive_removal_nll, naive_sleb_order

@@ -45,7 +45,7 @@ class StateStore:
         if key in self.in_memory:
             return self.in_memory[key].to(device)
         path, dtype, shape = self.on_disk[key]
-        raw = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="r", shape=(shape.numel() * dtype.itemsize,)))
+        raw = torch.from_numpy(np.memmap(path, dtype=np.uint8, mode="c", shape=(shape.numel() * dtype.itemsize,)))
         return raw.view(dtype).reshape(shape).to(device)
 
     def pop(self, key: Hashable) -> None:
