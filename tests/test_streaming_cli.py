@@ -75,3 +75,12 @@ def test_streaming_bad_inputs_exit_2_with_one_line(work, capsys, monkeypatch) ->
     error = capsys.readouterr().err
     assert "not enough disk for" in error and len(error.strip().splitlines()) == 1
     assert not (work / "out").exists()
+
+
+def test_streamed_merge_of_fixed_groups_equals_in_memory(work, capsys) -> None:
+    argv = ["merge", "--model", str(work / "model"), "--groups", "0-1,3-5", "--merge-op", "rdsc", "--output"]
+    assert main([*argv, str(work / "memory")]) == 0
+    assert main([*argv, str(work / "streamed"), "--streaming"]) == 0
+    assert_same_saved_model(work / "streamed", work / "memory")
+    assert main(["merge", "--model", str(work / "model"), "--streaming", "--ratio", "0.5", "--output", "x"]) == 2
+    assert "streamed merging needs fixed --groups" in capsys.readouterr().err
