@@ -43,7 +43,7 @@ def stream_score(
         scores = stream_score("/models/llama-70b", ["bi", "angular", "ppl"], device="cuda")
     """
     streamed = streamed_model(spec, device, cache_dir)
-    tokenizer = load_tokenizer(str(streamed.checkpoint.path))
+    tokenizer = None if isinstance(calib, CalibrationSet) else load_tokenizer(str(streamed.checkpoint.path))
     try:
         return score(streamed.model, tokenizer, metrics, calib, layers=streamed, state_budget=state_budget, **settings)
     finally:
