@@ -7,7 +7,8 @@ Parts (``--part``):
 * ``unstructured``: Wanda at each ``--sparsities`` with the uniform / OWL / AlphaPruning
   allocations;
 * ``combined``: depth (Block Influence) vs width (SlimGPT) vs both at ``--fewer`` of the
-  decoder parameters removed; PPL, prefill latency and decode throughput measured in one run.
+  decoder parameters removed; PPL, zero-shot accuracy (``--tasks`` at ``--limit``), prefill
+  latency and decode throughput, every model pruned first and then measured side by side.
 
 PPL is the evaluation stage's WikiText-2 protocol over the first ``--ppl-windows`` windows
 of ``--ppl-length`` tokens (a reduced count, stated in the output).
@@ -23,7 +24,15 @@ import torch
 
 from layerprune.calibration import CalibrationConfig
 from layerprune.data_paths import data_dir
-from layerprune.evaluation import PerplexityOptions, SpeedOptions, measure_speed, perplexity
+from layerprune.evaluation import (
+    EvalConfig,
+    HarnessOptions,
+    PerplexityOptions,
+    SpeedOptions,
+    evaluate,
+    measure_speed,
+    perplexity,
+)
 from layerprune.models import decoder_layers, load_model
 from layerprune.pipeline import prune
 from layerprune.pipeline.recipe import SelectSection
@@ -56,8 +65,8 @@ def structured(args: argparse.Namespace) -> list[dict]:
     for ratio in args.ratios:
         for method, schedule in variants:
             model, _ = load_model("default")
-            config = WidthConfig(method=method, ratio=ratio, schedule=schedule, calibration=calibration)
-            result = width_prune(model, tokenizer, config)
+            config = WidthConfig(method=method, ratio=ratio, schedule=schedule)
+            result = width_prune(model, tokenizer, config, calibration)
             rows.append(row(f"{method} {schedule} {ratio}", model, tokenizer, args, result.seconds, dense_params))
     return rows
 
@@ -73,11 +82,12 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
                 args.pruner,
                 sparsity,
                 allocation=allocation,
-                calibration=calibration,
                 dsa_generations=args.dsa_generations,
                 dsa_population=args.dsa_population,
+                dsa_function=f"{args.dsa_dir}/wanda-{sparsity:g}.json",
+                dsa_state=f"{args.dsa_dir}/wanda-{sparsity:g}.search.json",
             )
-            result = sparsify(model, tokenizer, config)
+            result = sparsify(model, tokenizer, config, calibration)
             label = f"{args.pruner} {allocation} {sparsity}"
             zeros = round(sum(result.achieved) / len(result.achieved), 4)
             extra = {
@@ -90,31 +100,53 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
 
 
 def combined(args: argparse.Namespace) -> list[dict]:
+    """Depth (bi), width (SlimGPT) and both at ``--fewer`` of the decoder parameters, through the pipeline's
+    ``prune`` and ``width_prune``; PPL, zero-shot (``--tasks`` at ``--limit``) and speed for each, in one run."""
     dense, tokenizer = load_model("default")
     dense_params, layers = decoder_parameters(dense), len(decoder_layers(dense))
     calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
-    speed = SpeedOptions(prompt_len=128, decode_tokens=32, repeats=args.speed_repeats)
     depth_only, both_depth = round(args.fewer * layers), round(args.fewer * layers / 2)
+    both_ratio = 1 - (1 - args.fewer) * layers / (layers - both_depth)  # the rest of the target, in width
     plans = {
         "dense": (0, 0.0),
         f"depth: bi −{depth_only} layers": (depth_only, 0.0),
         f"width: slimgpt {args.width_schedule} {args.fewer}": (0, args.fewer),
-        "both": (both_depth, 1 - (1 - args.fewer) * layers / (layers - both_depth)),
+        f"both: bi −{both_depth} layers, then slimgpt": (both_depth, round(both_ratio, 4)),
     }
-    rows = []
+    models, rows = {}, []
     for label, (count, ratio) in plans.items():
         model, _ = load_model("default")
         began = time.perf_counter()
         if count:
-            prune(model, tokenizer, SelectSection(metric="bi", num_layers=count))
+            prune(model, tokenizer, SelectSection(metric="bi", num_layers=count), CalibrationConfig())
         if ratio:
-            config = WidthConfig(ratio=ratio, schedule=args.width_schedule, calibration=calibration)
-            width_prune(model, tokenizer, config)
-        seconds = time.perf_counter() - began
+            width_prune(model, tokenizer, WidthConfig(ratio=ratio, schedule=args.width_schedule), calibration)
+        models[label], seconds = model, round(time.perf_counter() - began, 1)
+        rows.append(quality(label, model, tokenizer, args, dense_params) | {"width_ratio": ratio, "prune_s": seconds})
+    speed = SpeedOptions(prompt_len=128, decode_tokens=32, repeats=args.speed_repeats)
+    for result, model in zip(rows, models.values(), strict=True):  # timed back to back, after all evaluation
         timing = measure_speed(model, speed)
-        keep = {k: timing[k] for k in ("prefill_latency_s", "decode_tokens_per_s") if k in timing}
-        rows.append(row(label, model, tokenizer, args, seconds, dense_params, width_ratio=round(ratio, 4), **keep))
+        result["prefill_latency_s"] = round(timing["prefill_latency_s"], 4)
+        result["decode_tokens_per_s"] = round(timing["decode_tokens_per_s"], 2)
+        print(json.dumps(result), flush=True)
     return rows
+
+
+def quality(label: str, model, tokenizer, args: argparse.Namespace, dense_params: int) -> dict:
+    """WikiText-2 PPL and zero-shot accuracy of one combined-table row, through the evaluation stage."""
+    config = EvalConfig(
+        tasks=args.tasks, ppl=["wikitext2"], data_dir=str(data_dir()), harness=HarnessOptions(limit=args.limit),
+        perplexity=PerplexityOptions(seq_len=args.ppl_length, max_windows=args.ppl_windows),
+    )  # fmt: skip
+    results = evaluate(model, tokenizer, config)
+    accuracy = {task: round(results["tasks"][task]["acc"], 4) for task in args.tasks}
+    return {
+        "run": label,
+        "ppl": results["perplexity"]["wikitext2"]["ppl"],
+        **accuracy,
+        "zero_shot_mean": round(sum(accuracy.values()) / len(accuracy), 4),
+        "decoder_params_removed": round(1 - decoder_parameters(model) / dense_params, 4),
+    }
 
 
 def markdown(rows: list[dict]) -> str:
@@ -138,6 +170,7 @@ def main() -> None:
     parser.add_argument("--pruner", default="wanda")
     parser.add_argument("--dsa-generations", type=int, default=2)
     parser.add_argument("--dsa-population", type=int, default=4)
+    parser.add_argument("--dsa-dir", default="bench/results/dsa", help="DSA: found functions and search states")
     parser.add_argument("--fewer", type=float, default=0.25, help="combined: fraction of decoder parameters removed")
     parser.add_argument("--width-schedule", default="log-increase")
     parser.add_argument("--samples", type=int, default=32)
@@ -145,6 +178,8 @@ def main() -> None:
     parser.add_argument("--ppl-windows", type=int, default=20)
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--speed-repeats", type=int, default=5)
+    parser.add_argument("--tasks", nargs="+", default=["piqa", "winogrande"], help="combined: zero-shot tasks")
+    parser.add_argument("--limit", type=int, default=50, help="combined: zero-shot documents per task")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -13,7 +13,8 @@ from transformers import AutoModelForCausalLM
 
 from layerprune.cli import main
 from layerprune.provenance import read_record
-from tiny_models import tiny_model_dir, token_batch
+from tiny_families import tiny_family_model
+from tiny_models import tiny_model_dir, tiny_tokenizer, token_batch
 
 
 @pytest.fixture
@@ -27,6 +28,22 @@ def test_info_prints_layers_and_attention_types(model_dir, capsys):
     out = capsys.readouterr().out
     assert "gemma2" in out and "layers:       4" in out
     assert "layer   1: full_attention" in out
+
+
+def test_info_prints_the_inferred_entry_of_a_family_without_a_table_entry(tmp_path, capsys):
+    tiny_family_model("persimmon").save_pretrained(tmp_path / "persimmon")
+    tiny_tokenizer().save_pretrained(tmp_path / "persimmon")
+    assert main(["info", "--model", str(tmp_path / "persimmon")]) == 0
+    out = capsys.readouterr().out
+    assert "inferred entry (no table entry for this family):" in out
+    assert "  layers: model.layers\n" in out and "  final_norm: model.final_layernorm\n" in out
+    assert "  lora_targets: ('dense', 'dense_4h_to_h', 'dense_h_to_4h', 'query_key_value')\n" in out
+    assert "  inferred: True\n" in out
+
+
+def test_table_families_print_no_inferred_entry(model_dir, capsys):
+    assert main(["info", "--model", str(model_dir)]) == 0
+    assert "inferred entry" not in capsys.readouterr().out
 
 
 def test_prune_reverse_order_removes_last_layers_and_reports_sizes(model_dir, tmp_path, capsys):

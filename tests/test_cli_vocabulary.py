@@ -14,7 +14,7 @@ import pytest
 
 from layerprune.calibration import CalibrationConfig
 from layerprune.cli import SUBCOMMANDS, build_parser
-from layerprune.width import SparsifyConfig, WidthConfig
+from layerprune.width.prune import WIDTH_CALIBRATION
 
 READ_ONLY = {"recipes", "info", "compare"}  # print only
 ALIASES = {("width", "--method"): "--width-method"}
@@ -30,12 +30,17 @@ def subcommand_parsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def flag_uses() -> list[tuple[str, str, argparse.Action]]:
-    """``(command, flag string, action)`` for every optional flag of every subcommand (``--help`` aside)."""
+    """``(command, flag string, action)`` for every optional flag of every subcommand (``--help`` aside).
+
+    A ``--x/--no-x`` switch is one flag (``--x``): argparse derives its negation.
+    """
     return [
         (command, flag, action)
         for command, parser in subcommand_parsers().items()
         for action in parser._actions
-        for flag in action.option_strings
+        for flag in (
+            action.option_strings[:1] if isinstance(action, argparse.BooleanOptionalAction) else action.option_strings
+        )
         if flag not in ("-h", "--help")
     ]
 
@@ -79,6 +84,7 @@ def test_aliases_are_only_the_documented_one() -> None:
         for command, parser in subcommand_parsers().items()
         for action in parser._actions
         if len(action.option_strings) > 1 and action.dest != "help"
+        if not isinstance(action, argparse.BooleanOptionalAction)
         for flag in action.option_strings
         if flag != action.option_strings[0]
     }
@@ -99,7 +105,7 @@ def test_one_default_per_flag() -> None:
 def test_calibration_group_comes_from_each_commands_settings() -> None:
     """Every calibrating command has the four flags, defaulting to its settings class's calibration."""
     parsers = subcommand_parsers()
-    own = {"width": WidthConfig().calibration, "sparsify": SparsifyConfig().calibration}
+    own = {"width": WIDTH_CALIBRATION, "sparsify": WIDTH_CALIBRATION}
     assert own["width"].samples == own["sparsify"].samples == 32 != CalibrationConfig().samples
     for command in ("score", "prune", "merge", "replace", "width", "sparsify"):
         actions = {action.dest: action.default for action in parsers[command]._actions}

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import lm_eval
 import pytest
+import torch
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks._yaml_loader import load_yaml
+from transformers import AutoModelForCausalLM
 
 from evaluation_support import data_dir, tiny_lm, tiny_tokenizer
+from layerprune.cli import main
+from layerprune.config import ConfigError
 from layerprune.errors import UserError
+from layerprune.evaluation import harness
 from layerprune.evaluation.harness import HarnessOptions, check_task_names, run_tasks, task_manager
 
 LIMIT = 6
@@ -89,3 +95,37 @@ def test_hub_task_offline_points_to_data_dir(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError, match="pass --data-dir"):
         run_tasks(tiny_lm(), tiny_tokenizer(), ["piqa"], HarnessOptions(limit=1))
+
+
+def test_vllm_backend_without_vllm_is_a_user_error(monkeypatch, capsys):
+    monkeypatch.setattr(harness.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"vllm backend needs vLLM, which is not installed \(pip install vllm"):
+        HarnessOptions(backend="vllm")
+    with pytest.raises(ConfigError, match="backend"):
+        HarnessOptions(backend="vlm")
+    assert main(["eval", "--model", "no/such/model", "--tasks", "arc_easy", "--backend", "vllm"]) == 2
+    assert "vllm backend needs vLLM" in capsys.readouterr().err  # before the model is looked up
+
+
+def test_vllm_backend_hands_lm_eval_a_saved_copy(monkeypatch):
+    """lm-eval gets ``model="vllm"`` and ``pretrained=DIR``, a directory holding the in-memory model's weights."""
+    monkeypatch.setattr(harness.importlib.util, "find_spec", lambda name: object())
+    seen = {}
+
+    def simple_evaluate(**kwargs):
+        directory = Path(kwargs["model_args"]["pretrained"])
+        seen.update(kwargs, reloaded=AutoModelForCausalLM.from_pretrained(directory))
+        return {"results": {"arc_easy": {"acc,none": 0.5}}, "n-samples": {"arc_easy": {"effective": 1}}}
+
+    monkeypatch.setattr(lm_eval, "simple_evaluate", simple_evaluate)
+    model, tokenizer = tiny_lm(), tiny_tokenizer()
+    options = HarnessOptions(limit=1, batch_size=3, backend="vllm", tensor_parallel_size=2)
+    run = run_tasks(model, tokenizer, ["arc_easy"], options, seed=7)
+    assert seen["model"] == "vllm" and run.tasks["arc_easy"]["acc"] == 0.5
+    arguments = seen["model_args"]
+    assert arguments == {
+        "pretrained": arguments["pretrained"], "dtype": "float32", "tensor_parallel_size": 2, "batch_size": 3, "seed": 7
+    }  # fmt: skip
+    assert not Path(arguments["pretrained"]).exists()  # the temporary copy is gone afterwards
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(seen["reloaded"].state_dict()[name], tensor), name

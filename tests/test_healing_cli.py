@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from layerprune.cli import main
 from layerprune.healing import DATA_FORMATS, LOSSES, METHODS
@@ -51,6 +53,13 @@ def test_every_registered_name_is_documented_in_the_readme() -> None:
             assert f"`{name}`" in readme, f"{registry.kind} {name} is not documented in README.md"
 
 
+def launch_heal(workspace: Path, arguments: list[str], *launcher: str, path: str = "") -> subprocess.CompletedProcess:
+    """``accelerate launch [launcher] -m layerprune heal [arguments]`` in CPU processes (CUDA hidden)."""
+    env = {**os.environ, "PYTHONPATH": f"{path}{ROOT / 'src'}", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "accelerate.commands.launch", *launcher, "-m", "layerprune", "heal", *arguments]
+    return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
 @pytest.mark.slow
 def test_accelerate_launch_two_processes(workspace) -> None:
     """Two CPU processes (gloo DDP) through ``accelerate launch``.
@@ -59,13 +68,38 @@ def test_accelerate_launch_two_processes(workspace) -> None:
     process unless an MPI hostfile is given; ``--multi_gpu`` starts torchrun with two ranks,
     which train on the CPU here because CUDA is hidden.
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "layerprune"]
-    done = subprocess.run(
-        [*launch, "heal", *heal_arguments(workspace, "ddp")], env=env, capture_output=True, text=True, timeout=600
-    )
+    launcher = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no"]
+    done = launch_heal(workspace, heal_arguments(workspace, "ddp"), *launcher, "--dynamo_backend", "no")
     assert done.returncode == 0, done.stderr[-3000:]
     step = read_record(workspace / "ddp")["steps"][-1]
-    assert step["processes"] == 2 and step["steps"] == 3
+    assert step["processes"] == 2 and step["steps"] == 3 and step["distributed_type"] == "MULTI_CPU"
     assert step["tokens_seen"] > 3 * 2 * 10  # both ranks' tokens are counted
+
+
+@pytest.mark.slow
+def test_fsdp_config_two_processes_equal_one_process(workspace) -> None:
+    """``configs/fsdp.yaml`` (FSDP2, full shard per decoder layer) on two gloo processes.
+
+    With packing every example has ``seq_len`` trained tokens, so two processes with batch 2
+    average the same token-mean gradient as one process with batch 4: the saved weights agree
+    to float rounding, the frozen tensors are bitwise the input's, and the trained ones moved.
+    ``tests/cpu_fsdp`` lets accelerate shard on CPU (see its docstring). LoRA is refused.
+    """
+    arguments = [*heal_arguments(workspace, "fsdp"), "--packing", "--heal-seq-len", "16", "--train-batch-size", "2"]
+    fsdp = ["--config_file", str(ROOT / "configs" / "fsdp.yaml")]
+    done = launch_heal(workspace, arguments, *fsdp, path=f"{ROOT / 'tests' / 'cpu_fsdp'}{os.pathsep}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main(["heal", *arguments, "--train-batch-size", "4", "--output", str(workspace / "one")]) == 0
+    step = read_record(workspace / "fsdp")["steps"][-1]
+    assert step["processes"] == 2 and step["distributed_type"] == "FSDP"
+    sharded, single, start = (load_file(workspace / name / "model.safetensors") for name in ("fsdp", "one", "tiny"))
+    assert sharded.keys() == single.keys()
+    trained = {"lm_head.weight", "model.norm.weight"} | {k for k in sharded if k.startswith("model.layers.3.")}
+    for name, tensor in sharded.items():
+        torch.testing.assert_close(tensor, single[name], rtol=0, atol=1e-7)
+        assert torch.equal(tensor, start[name]) != (name in trained), name
+    refused = launch_heal(workspace, [*arguments, "--heal-method", "lora", "--output", str(workspace / "lora")], *fsdp,
+                          path=f"{ROOT / 'tests' / 'cpu_fsdp'}{os.pathsep}")  # fmt: skip
+    assert "does not run under FSDP" in refused.stderr
+    assert refused.returncode == 1 and "exitcode  : 2" in refused.stderr  # torchrun reports each rank's exit 2
+    assert not (workspace / "lora").exists() and not (workspace / "lora.checkpoints").exists()

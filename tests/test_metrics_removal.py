@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from layerprune.metrics import score
+from layerprune.metrics.layerwise import LayerwisePass, ResidentLayers
 from layerprune.metrics.nll import predicted_positions, token_nll
 from layerprune.metrics.removal import RemovalSearch
 from metric_fixtures import IDENTITY_LAYER, greedy_calibration, identity_layer_model, random_calibration
@@ -28,19 +29,21 @@ def test_cached_ppl_equals_rebuilding_the_model_per_layer(family):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma3_text"])
-def test_cache_refresh_after_a_removal_equals_rebuilding(family):
+def test_removal_passes_after_removals_equal_rebuilding(family):
     types = ["sliding_attention", "full_attention"] * 2 + ["sliding_attention"]
     model = tiny_model(family, num_hidden_layers=5, layer_types=types)
     calibration = random_calibration(samples=3)
-    search = RemovalSearch(model, calibration, batch_size=2, progress=False)
-    assert search.nll_without(4) == pytest.approx(naive_removal_nll(model, batches_of(calibration), [4]), rel=1e-5)
+    search = RemovalSearch(LayerwisePass(ResidentLayers(model), calibration, batch_size=2, progress=False))
+    table = search.nll_table([4], "")
+    assert table[4] == pytest.approx(naive_removal_nll(model, batches_of(calibration), [4]), rel=1e-5)
     search.remove(1)
+    table = search.nll_table([0, 2, 4], "")
     for layer in (0, 2, 4):
         expected = naive_removal_nll(model, batches_of(calibration), [1, layer])
-        assert search.nll_without(layer) == pytest.approx(expected, rel=1e-5), layer
+        assert table[layer] == pytest.approx(expected, rel=1e-5), layer
     search.remove(3)
     expected = naive_removal_nll(model, batches_of(calibration), [1, 3, 2])
-    assert search.nll_without(2) == pytest.approx(expected, rel=1e-5)
+    assert search.nll_table([2], "")[2] == pytest.approx(expected, rel=1e-5)
 
 
 def test_cached_sleb_equals_naive_greedy():

@@ -13,6 +13,7 @@ from layerprune.models import decoder_config, decoder_layers, per_layer_attentio
 from layerprune.provenance import get_provenance, read_record
 from layerprune.saving import save_model
 from layerprune.surgery import keep_layers, remove_layers
+from tiny_families import tiny_family_model
 from tiny_models import FAMILIES, tiny_model, token_batch
 
 REMOVED = [1, 2]
@@ -165,3 +166,11 @@ def test_any_list_as_long_as_the_layer_count_is_sliced():
     remove_layers(model, [1])
     assert model.config.no_rope_layers == [1, 1, 1]
     assert model.config.layer_types == ["sliding_attention", "sliding_attention", "full_attention"]
+
+
+def test_model_copies_of_renumbered_lists_follow_the_config():
+    """Mllama's text model reads its own copy of cross_attention_layers, not the config's."""
+    model = tiny_family_model("mllama")
+    assert model.model.cross_attention_layers[0] == 3, "layer 3 of 4 attends to the image"
+    remove_layers(model, [1, 2])
+    assert model.model.cross_attention_layers == model.config.cross_attention_layers == [1]

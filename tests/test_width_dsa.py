@@ -75,12 +75,11 @@ def test_sparsify_with_dsa_saves_the_function_and_reuses_it_by_name(tmp_path, mo
         dsa_generations=1,
         dsa_population=3,
         dsa_samples=2,
-        calibration=calibration,
     )
-    first = sparsify(tiny_model("llama"), tiny_tokenizer(), config)
+    first = sparsify(tiny_model("llama"), tiny_tokenizer(), config, calibration)
     assert load_function("tiny") == AllocationFunction(**first.function)
     assert sum(first.sparsities) / 4 == pytest.approx(0.5)
     search = tmp_path / "cache" / "dsa" / "functions" / "tiny.search.json"
     before = search.read_text()
-    second = sparsify(tiny_model("llama"), tiny_tokenizer(), config)
+    second = sparsify(tiny_model("llama"), tiny_tokenizer(), config, calibration)
     assert second.sparsities == first.sparsities and search.read_text() == before

@@ -190,7 +190,7 @@ def _shrink_number(key: str, value: int, layers: int, specials) -> int:
         return next(specials)
     if key in _LAYER_KEYS:
         return layers
-    if key == "vocab_size" or key.endswith("vocab_size_per_layer_input"):
+    if key in ("vocab_size", "unpadded_vocab_size") or key.endswith("vocab_size_per_layer_input"):
         return VOCAB
     if key in _EXPERTS:
         return min(value, 4)

@@ -138,3 +138,46 @@ def _append_output(states: list[torch.Tensor]):
         states.append((output[0] if isinstance(output, tuple) else output).detach())
 
     return hook
+
+
+class _Stop(Exception):
+    """Raised by a forward hook to end a forward pass once a layer's output is known."""
+
+    def __init__(self, output: torch.Tensor) -> None:
+        super().__init__()
+        self.output = output
+
+
+@torch.no_grad()
+def run_layer(
+    model: PreTrainedModel,
+    index: int,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    hidden_states: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input, output) of decoder layer ``index`` alone, called by the model's own forward.
+
+    ``hidden_states`` is the layer's input (``None`` for layer 0: the embedding output);
+    the layers below stand in (:func:`resumed_from`) and the pass stops at the layer's
+    output, so the layers above and the head never run (they may be on the meta device).
+    ``input_ids`` may repeat a batch ``k`` times along dimension 0 for ``k`` stacked states.
+    """
+    layer = decoder_layers(model)[index]
+    states: list[torch.Tensor] = []
+    pre = layer.register_forward_pre_hook(_append_input(states), with_kwargs=True)
+    post = layer.register_forward_hook(_stop_with_output)
+    context = contextlib.nullcontext() if hidden_states is None else resumed_from(model, index, hidden_states)
+    try:
+        with context:
+            model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+    except _Stop as stop:
+        return states[0], stop.output
+    finally:
+        pre.remove()
+        post.remove()
+    raise RuntimeError(f"the forward pass of {type(model).__name__} never reached decoder layer {index}")
+
+
+def _stop_with_output(module: nn.Module, args: tuple, output) -> None:
+    raise _Stop((output[0] if isinstance(output, tuple) else output).detach())

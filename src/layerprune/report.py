@@ -70,12 +70,39 @@ def write_run_report(directory: Path, inputs: dict[str, Path], title: str) -> Pa
     runs = [read_results(path) for _, path in named]
     removed = runs[-1]["source_num_layers"] - runs[-1]["num_layers"] if runs and runs[-1]["source_num_layers"] else 8
     sections = report_sections(directory, scores, runs, [name for name, _ in named], max(removed, 1))
+    sections += [write(inputs[name]) for name, write in _STAGE_SECTIONS.items() if name in inputs]
     curve = next(iter(sorted(inputs["heal"].rglob("loss_curve.json"))), None) if "heal" in inputs else None
     if curve is not None:
         plot_loss_curve(json.loads(curve.read_text()), directory / "loss.png")
         sections.append("## Healing\n\n![training and validation loss](loss.png)\n")
     atomic_write_text(directory / "report.md", "\n".join([f"# {title}\n", *sections]))
     return directory / "report.md"
+
+
+def _width_section(directory: Path) -> str:
+    """Per-layer ratio, heads and channels of a width stage (its ``width.json``)."""
+    width = read_json(directory / "width.json")
+    before, after = width["parameters"]
+    lines = [f"## Width pruning\n\nParameters {before:,} → {after:,} ({1 - after / before:.1%} fewer).\n"]
+    lines += ["| layer | ratio | heads (KV) | FFN channels |", "|---|---|---|---|"]
+    for index, (ratio, w) in enumerate(zip(width["ratios"], width["widths"], strict=True)):
+        heads = f"{w['num_attention_heads']} ({w['num_key_value_heads']})"
+        lines.append(f"| {index} | {ratio:.3f} | {heads} | {w['intermediate_size']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _sparsity_section(directory: Path) -> str:
+    """Per-layer allocated and achieved sparsity of a sparsify stage (its ``sparsity.json``)."""
+    sparsity = read_json(directory / "sparsity.json")
+    lines = ["## Sparsity\n", "| layer | allocated | zeros |", "|---|---|---|"]
+    for index, (wanted, got) in enumerate(zip(sparsity["sparsities"], sparsity["achieved"], strict=True)):
+        lines.append(f"| {index} | {wanted:.3f} | {got:.3f} |")
+    if sparsity.get("function"):
+        lines.append(f"\nDSA allocation function: `{json.dumps(sparsity['function'])}`")
+    return "\n".join(lines) + "\n"
+
+
+_STAGE_SECTIONS = {"width": _width_section, "sparsify": _sparsity_section}
 
 
 def plot_loss_curve(curve: dict[str, list[dict[str, float]]], path: Path) -> None:

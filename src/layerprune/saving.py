@@ -262,21 +262,25 @@ def save_model(
     overwrite: bool = False,
     extra_record: dict[str, Any] | None = None,
     write_extra: Callable[[Path], None] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Save ``model`` (with its generation config) and ``tokenizer`` atomically, plus ``layerprune.json``.
 
     The dtype is kept unless ``dtype`` names another. ``layerprune.json`` records the
     source model, the removed source-layer indices, every step with its method and
     scores, and package versions. ``write_extra(directory)`` may add files to the output
-    before it is moved into place.
+    before it is moved into place. ``state_dict`` replaces the model's own tensors (the
+    gathered weights of a model that FSDP or DeepSpeed ZeRO-3 shards across processes).
     """
     output_dir = Path(output_dir)
     target_dtype = resolve_dtype(dtype)
     if target_dtype != "auto":
         model = model.to(target_dtype)
+        if state_dict is not None:
+            state_dict = {key: value.to(target_dtype) for key, value in state_dict.items()}
     record = {**get_provenance(model).to_record(), **(extra_record or {})}
     with atomic_directory(output_dir, overwrite=overwrite) as tmp:
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
         _write_narrow_modeling(model, tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

@@ -88,7 +88,9 @@ def replace_layers(model: PreTrainedModel, new_layers: Sequence[nn.Module], laye
     setattr(get_submodule(model, parent_path), name, nn.ModuleList(new_layers))
     _renumber_layer_idx(new_layers, layer_map)
     _slice_per_layer_inputs(model, arch, list(layer_map), old_count)
-    _apply_config(decoder_config_of(model.config, arch), config_fields(decoder_config_of(new_config, arch)))
+    target, after = decoder_config_of(model.config, arch), config_fields(decoder_config_of(new_config, arch))
+    _update_config_copies(model, arch, config_fields(target), after)
+    _apply_config(target, after)
     provenance = get_provenance(model)
     provenance.layer_map = [provenance.layer_map[i] for i in layer_map]
 
@@ -160,6 +162,28 @@ def _slice_per_layer_inputs(model: PreTrainedModel, arch: Architecture, kept: li
         for key in ("embedding_dim", "out_features"):
             if getattr(module, key, None) == old_count * width:
                 setattr(module, key, len(kept) * width)
+
+
+def _update_config_copies(
+    model: PreTrainedModel, arch: Architecture, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """Give the copies of changed config lists that modules outside the layers took at init their new value.
+
+    Mllama's text model keeps ``self.cross_attention_layers = config.cross_attention_layers`` and
+    reads the copy, not the config, to decide which layers attend to the image.
+    """
+    changed = {
+        key: value
+        for key, value in after.items()
+        if isinstance(value, list | tuple) and isinstance(before.get(key), list | tuple) and value != before[key]
+    }
+    for name, module in model.named_modules():
+        if name == arch.layers or name.startswith(arch.layers + "."):
+            continue
+        for key, value in changed.items():
+            copy_ = vars(module).get(key)
+            if isinstance(copy_, list | tuple) and list(copy_) == list(before[key]):
+                setattr(module, key, type(copy_)(value))
 
 
 def decoder_config_of(config: PretrainedConfig, arch: Architecture) -> PretrainedConfig:

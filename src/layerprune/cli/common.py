@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+import torch
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -35,6 +36,33 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="where GGUF models (this one, a kd teacher, the speed baseline) are dequantized "
         "(default: $LAYERPRUNE_CACHE or ~/.cache/layerprune)",
     )
+
+
+def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--streaming/--no-streaming`` (default: stream when the checkpoint exceeds the memory) and ``--device``."""
+    parser.add_argument(
+        "--streaming",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read a local safetensors checkpoint one layer or tensor at a time instead of loading it "
+        "(default: only when its size, from the index, exceeds the available memory)",
+    )
+    parser.add_argument(
+        "--device", default=None, help="where streamed layers run, e.g. cuda or cpu (default: cuda when present)"
+    )
+
+
+def streaming_from_arguments(args: argparse.Namespace) -> bool:
+    """Whether this command streams; prints the mode and why."""
+    from layerprune.streaming.mode import choose_streaming
+
+    streaming, reason = choose_streaming(args.model, args.streaming)
+    console.print(f"mode: {'streamed' if streaming else 'in memory'} ({reason})")
+    return streaming
+
+
+def streaming_device(args: argparse.Namespace) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_from_arguments(args: argparse.Namespace) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

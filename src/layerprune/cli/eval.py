@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=HarnessOptions.limit, help="first N examples per task")
     parser.add_argument("--harness-batch-size", type=int, default=HarnessOptions.batch_size, help="lm-eval batch")
     parser.add_argument("--num-fewshot", type=int, default=HarnessOptions.num_fewshot)
+    parser.add_argument("--backend", default=HarnessOptions.backend, help="lm-eval backend: hf or vllm (needs vllm)")
     parser.add_argument("--device", default=EvalConfig.device, help="e.g. cpu or cuda:0 (default: where it loads)")
     parser.add_argument(
         "--data-dir",
@@ -96,6 +97,7 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
             batch_size=args.harness_batch_size,
             num_fewshot=args.num_fewshot,
             skip_missing=args.skip_missing,
+            backend=args.backend,
         ),
         perplexity=PerplexityOptions(seq_len=args.ppl_seq_len, max_windows=args.ppl_windows),
     )

@@ -1,4 +1,5 @@
-"""``layerprune info``: architecture, layer count, parameters and per-layer attention types."""
+"""``layerprune info``: architecture (the inferred entry in full, for a family the table lacks), layer count,
+parameters and per-layer attention types."""
 
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ def run(args: argparse.Namespace) -> int:
     provenance = get_provenance(model)
     console.print(f"model:        {args.model}")
     console.print(f"architecture: {arch.family} ({type(model).__name__})")
+    if arch.inferred:
+        console.print("inferred entry (no table entry for this family):")
+        for line in arch.describe():
+            console.print(f"  {line}", markup=False)
     console.print(f"layers:       {num_layers(model)}")
     console.print(f"parameters:   {parameter_count(model):,}")
     console.print(f"dtype:        {model.dtype}")

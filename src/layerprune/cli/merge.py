@@ -8,14 +8,19 @@ from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
     add_output_arguments,
+    add_streaming_arguments,
     calibration_from_arguments,
     console,
     load_from_arguments,
     model_size,
     save_and_report_size,
+    streaming_from_arguments,
 )
+from layerprune.errors import UserError
 from layerprune.merging import MERGE_METHODS, MERGE_OPERATORS, SIMILARITIES, MergeConfig, format_groups, merge_model
-from layerprune.models import num_layers
+from layerprune.merging.stack import apply_stack, fixed_stack
+from layerprune.models import decoder_layers, num_layers
+from layerprune.pipeline.recipe import parse_layer_list
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     stop.add_argument("--threshold", type=float, help="similarity a merged model must keep")
     stop.add_argument("--num-layers", type=int, help="remove exactly K layers (bisection over the threshold)")
     stop.add_argument("--ratio", type=float, help="remove round(R × layers) layers")
+    stop.add_argument("--groups", help="fuse these fixed runs of layers, e.g. 3-5,10-12 (no search; may stream)")
     parser.add_argument("--merge-op", default=defaults.operator, help=f"one of {', '.join(MERGE_OPERATORS.names())}")
     parser.add_argument("--similarity", default=defaults.similarity, help=f"one of {', '.join(SIMILARITIES.names())}")
     parser.add_argument(
@@ -42,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--laco-rule", default=laco.rule, help="LaCo group bounds and reset: ours (Algorithm 1) or notebook (released)"
     )
     add_calibration_arguments(parser)
+    add_streaming_arguments(parser)
     add_output_arguments(parser, "the merged model")
     parser.set_defaults(run=run)
 
@@ -64,6 +71,10 @@ def config_from_arguments(args: argparse.Namespace) -> MergeConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.groups is not None:
+        return _run_fixed_groups(args, parse_groups(args.groups))
+    if args.streaming:
+        raise UserError("streamed merging needs fixed --groups; the SLM and LaCo searches run the model in memory")
     config = config_from_arguments(args)
     model, tokenizer = load_from_arguments(args)
     target = config.validate(num_layers(model))
@@ -76,5 +87,35 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"groups:     {', '.join(format_groups(result.stack)) or 'none'}")
     console.print(f"threshold:  {result.threshold:.6f} ({config.similarity}, {config.method}, {config.operator})")
     console.print(f"search:     {result.evaluations} candidates in {result.seconds:.1f} s")
+    save_and_report_size(model, tokenizer, args, before)
+    return 0
+
+
+def parse_groups(text: str) -> list[tuple[int, int]]:
+    """``"3-5,10-12"`` → ``[(3, 5), (10, 12)]``."""
+    groups = []
+    for part in text.split(","):
+        layers = parse_layer_list(part)
+        if "-" not in part:
+            raise UserError(f"merge group {part.strip()!r} is one layer; write a run like 3-5")
+        groups.append((layers[0], layers[-1]))
+    return groups
+
+
+def _run_fixed_groups(args: argparse.Namespace, groups: list[tuple[int, int]]) -> int:
+    """Fuse fixed groups with ``--merge-op``: tensor by tensor when streaming, else through the layer stack."""
+    from layerprune.streaming.surgery import stack_groups, stream_merge
+
+    MERGE_OPERATORS.get(args.merge_op)
+    if streaming_from_arguments(args):
+        options = dict(overwrite=args.overwrite, dtype=args.dtype, cache_dir=args.cache_dir)
+        stream_merge(args.model, args.output, groups, operator=args.merge_op, **options)
+        console.print(f"fused groups {args.groups} ({args.merge_op}); saved to {args.output}")
+        return 0
+    model, tokenizer = load_from_arguments(args)
+    stack_groups(groups, num_layers(model))
+    before = model_size(model)
+    apply_stack(model, fixed_stack(decoder_layers(model), groups, args.merge_op), operator=args.merge_op)
+    console.print(f"fused groups {args.groups} ({args.merge_op})")
     save_and_report_size(model, tokenizer, args, before)
     return 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import functools
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -10,18 +12,23 @@ from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
     add_output_arguments,
+    add_streaming_arguments,
     calibration_config_from_arguments,
     console,
     load_from_arguments,
     model_size,
     save_and_report_size,
+    streaming_from_arguments,
 )
-from layerprune.cli.score import add_scoring_arguments, scoring_settings
+from layerprune.cli.score import add_scoring_arguments, scoring_settings, streamed_scores
 from layerprune.errors import UserError
 from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
 from layerprune.pipeline.recipe import parse_layer_list
+from layerprune.saving import check_output_dir
 from layerprune.surgery import remove_layers
+
+Scorer = Callable[[list[str], dict[str, Any]], Scores]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scores", default=None, help="reuse a scores.json written by `layerprune score`")
     add_calibration_arguments(parser)
     add_scoring_arguments(parser)
+    add_streaming_arguments(parser)
     add_output_arguments(parser, "the pruned model")
     parser.set_defaults(run=run)
 
@@ -51,23 +59,42 @@ def run(args: argparse.Namespace) -> int:
     explicit = parse_layer_list(args.layers) if args.layers is not None else None
     if explicit is None:
         METRICS.get(args.metric)  # an unknown name fails before the model loads
+    if streaming_from_arguments(args):
+        return _run_streamed(args, explicit)
     model, tokenizer = load_from_arguments(args)
     before = model_size(model)
     if explicit is not None:
         indices, details = explicit, {"method": "manual"}
     else:
-        indices, details = _select(model, tokenizer, args)
+        calibration = calibration_config_from_arguments(args)
+        indices, details = _select(num_layers(model), args, lambda metrics, settings: score(
+            model, tokenizer, metrics, calib=calibration, **settings))  # fmt: skip
     remove_layers(model, indices, **details)
     console.print(f"removed layers {indices} ({details['method']})")
     save_and_report_size(model, tokenizer, args, before)
     return 0
 
 
-def _select(model, tokenizer, args: argparse.Namespace) -> tuple[list[int], dict[str, Any]]:
-    """The layers ``--metric`` removes first, and the details recorded in ``layerprune.json``."""
-    count = num_layers(model)
+def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
+    """Select (streamed scoring) and remove the layers tensor by tensor, without loading the model."""
+    from layerprune.streaming import open_checkpoint, stream_remove
+
+    check_output_dir(args.output, args.overwrite)
+    count = open_checkpoint(args.model, args.cache_dir).num_layers
+    scorer = functools.partial(streamed_scores, args)
+    indices, details = (explicit, {"method": "manual"}) if explicit is not None else _select(count, args, scorer)
+    options = dict(overwrite=args.overwrite, dtype=args.dtype, cache_dir=args.cache_dir)
+    stream_remove(args.model, args.output, indices, **options, **details)
+    console.print(f"removed layers {indices} ({details['method']})")
+    console.print(f"layers:     {count} → {count - len(indices)}")
+    console.print(f"saved to {args.output}")
+    return 0
+
+
+def _select(count: int, args: argparse.Namespace, scorer: Scorer) -> tuple[list[int], dict[str, Any]]:
+    """The layers ``--metric`` removes first (scored by ``scorer``), and the details recorded in ``layerprune.json``."""
     k = args.num_layers if args.ratio is None else layers_for_ratio(args.ratio, count)
-    scores = _metric_scores(model, tokenizer, args, k)
+    scores = _metric_scores(count, args, k, scorer)
     indices = scores.removal_order(k, args.exclude_first, args.exclude_last)
     details: dict[str, Any] = dict(
         method=args.metric,
@@ -87,14 +114,13 @@ def _select(model, tokenizer, args: argparse.Namespace) -> tuple[list[int], dict
     return indices, details
 
 
-def _metric_scores(model, tokenizer, args: argparse.Namespace, k: int) -> LayerScores:
+def _metric_scores(count: int, args: argparse.Namespace, k: int, scorer: Scorer) -> LayerScores:
     if args.scores:
         loaded = Scores.load(args.scores)
-        if loaded.num_layers != num_layers(model):
-            raise UserError(f"{args.scores} scores {loaded.num_layers} layers but the model has {num_layers(model)}")
+        if loaded.num_layers != count:
+            raise UserError(f"{args.scores} scores {loaded.num_layers} layers but the model has {count}")
         return loaded.get(args.metric)
     settings = scoring_settings(args)
     if args.metric == "sleb" and settings["sleb_steps"] is None:
         settings["sleb_steps"] = k
-    calibration = calibration_config_from_arguments(args)
-    return score(model, tokenizer, [args.metric], calib=calibration, **settings).get(args.metric)
+    return scorer([args.metric], settings).get(args.metric)

@@ -11,9 +11,12 @@ from layerprune.cli.common import (
     add_calibration_arguments,
     add_model_arguments,
     add_output_file_argument,
+    add_streaming_arguments,
     calibration_config_from_arguments,
     console,
     load_from_arguments,
+    streaming_device,
+    streaming_from_arguments,
 )
 from layerprune.metrics import METRICS, Scores, ScoringContext, score
 from layerprune.metrics.base import ANGULAR_TOKENS, SCORING_PRESETS
@@ -72,19 +75,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_calibration_arguments(parser)
     add_scoring_arguments(parser)
+    add_streaming_arguments(parser)
     add_output_file_argument(parser, "every score, table and setting")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = scoring_settings(args)
-    model, tokenizer = load_from_arguments(args)  # an unwritable --output fails before the model loads
-    scores = score(model, tokenizer, args.metrics, calib=calibration_config_from_arguments(args), **settings)
+    if streaming_from_arguments(args):
+        scores = streamed_scores(args, args.metrics, settings)
+    else:
+        model, tokenizer = load_from_arguments(args)  # an unwritable --output fails before the model loads
+        scores = score(model, tokenizer, args.metrics, calib=calibration_config_from_arguments(args), **settings)
     print_scores(scores, args.exclude_first, args.exclude_last)
     if args.output:
         scores.save(args.output)
         console.print(f"wrote {args.output}")
     return 0
+
+
+def streamed_scores(args: argparse.Namespace, metrics: str | list[str], settings: dict[str, Any]) -> Scores:
+    """Score ``args.model`` with one decoder layer loaded at a time, on ``--device``."""
+    from layerprune.streaming.scoring import stream_score
+
+    calibration = calibration_config_from_arguments(args)
+    return stream_score(args.model, metrics, calibration, streaming_device(args), cache_dir=args.cache_dir, **settings)
 
 
 def print_scores(scores: Scores, exclude_first: int = 0, exclude_last: int = 0) -> None:

@@ -15,6 +15,7 @@ from layerprune.cli.common import (
     save_and_report_size,
 )
 from layerprune.width import ALLOCATIONS, SPARSE_PRUNERS, SparsifyConfig, sparsify
+from layerprune.width.prune import WIDTH_CALIBRATION
 from layerprune.width.sparse import PATTERNS
 
 
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--dsa-samples", type=int, default=defaults.dsa_samples, help="DSA fitness windows")
     parser.add_argument("--dsa-function", default=None, help="DSA: name (or .json) of the function to reuse/save")
     parser.add_argument("--dsa-state", default=None, help="DSA: search state file (resumed if present)")
-    add_calibration_arguments(parser, defaults.calibration)
+    add_calibration_arguments(parser, WIDTH_CALIBRATION)
     add_output_arguments(parser, "the sparse model")
     parser.set_defaults(run=run)
 
@@ -57,11 +58,10 @@ def run(args: argparse.Namespace) -> int:
         dsa_generations=args.generations,
         dsa_population=args.population,
         dsa_samples=args.dsa_samples,
-        calibration=calibration_config_from_arguments(args),
     )
     model, tokenizer = load_from_arguments(args)
     before = model_size(model)
-    result = sparsify(model, tokenizer, config)
+    result = sparsify(model, tokenizer, config, calibration_config_from_arguments(args))
     for index, (wanted, got) in enumerate(zip(result.sparsities, result.achieved, strict=True)):
         console.print(f"layer {index:>3}: sparsity {wanted:.3f} (zeros {got:.3f})")
     if result.function is not None:

@@ -15,7 +15,7 @@ from layerprune.cli.common import (
     save_and_report_size,
 )
 from layerprune.width import WIDTH_METHODS, WidthConfig, WidthResult, width_prune
-from layerprune.width.prune import SCHEDULES
+from layerprune.width.prune import SCHEDULES, WIDTH_CALIBRATION
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-ratio", type=float, default=None, help="log-increase: first layer's ratio r0")
     parser.add_argument("--max-ratio", type=float, default=None, help="log-increase: last layer's ratio r_max")
     parser.add_argument("--damp", type=float, default=defaults.damp, help="Hessian damping, fraction of mean diag")
-    add_calibration_arguments(parser, defaults.calibration)
+    add_calibration_arguments(parser, WIDTH_CALIBRATION)
     add_output_arguments(parser, "the width-pruned model")
     parser.set_defaults(run=run)
 
@@ -49,11 +49,10 @@ def run(args: argparse.Namespace) -> int:
         min_ratio=args.min_ratio,
         max_ratio=args.max_ratio,
         damp=args.damp,
-        calibration=calibration_config_from_arguments(args),
     )
     model, tokenizer = load_from_arguments(args)
     before = model_size(model)
-    result = width_prune(model, tokenizer, config)
+    result = width_prune(model, tokenizer, config, calibration_config_from_arguments(args))
     print_widths(result)
     save_and_report_size(model, tokenizer, args, before)
     return 0

@@ -5,15 +5,22 @@ sorts them by length and shows a progress bar), and ``lm_eval.simple_evaluate`` 
 tasks: prompts, targets, metrics and stderrs are lm-eval's, nothing is re-implemented.
 With a data directory, each task that has a converter in :mod:`local_data` is loaded from
 its registered lm-eval config with ``dataset_path`` pointed at the converted local copy.
+With ``backend="vllm"`` the model is saved to a temporary directory and lm-eval's own
+``vllm`` model type loads it from there (``pretrained=DIR``; see docs/scaling.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import importlib.util
 import logging
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,6 +44,13 @@ class HarnessOptions:
     bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
     skip_missing: bool = False
     """With a data directory, skip (and record) tasks whose local files are missing instead of failing."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """``hf``: lm-eval's HFLM on the in-memory model; ``vllm``: lm-eval's vLLM backend on a saved copy."""
+    tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
+    """vllm backend: GPUs that one model is spread over."""
+
+    def __post_init__(self) -> None:
+        require_backend(self.backend)
 
 
 @dataclass
@@ -130,33 +144,66 @@ def run_tasks(
     With ``data_dir``, tasks that have a local converter read the local files; others use the hub.
     """
     import lm_eval
-    from lm_eval.models.huggingface import HFLM
 
     manager = task_manager()
     specs, data = task_specs(names, data_dir, manager, options.skip_missing)
     if not specs:
         raise UserError("no task left to run: every requested task lacks its local data files")
-    wrapped = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch_size)
     try:
-        output = lm_eval.simple_evaluate(
-            model=wrapped,
-            tasks=specs,
-            num_fewshot=options.num_fewshot,
-            limit=options.limit,
-            task_manager=manager,
-            log_samples=False,
-            bootstrap_iters=options.bootstrap_iters,
-            random_seed=seed,
-            numpy_random_seed=seed,
-            torch_random_seed=seed,
-            fewshot_random_seed=seed,
-        )
+        with lm_eval_model(model, tokenizer, options, seed) as backend:
+            output = lm_eval.simple_evaluate(
+                **backend,
+                tasks=specs,
+                num_fewshot=options.num_fewshot,
+                limit=options.limit,
+                task_manager=manager,
+                log_samples=False,
+                bootstrap_iters=options.bootstrap_iters,
+                random_seed=seed,
+                numpy_random_seed=seed,
+                torch_random_seed=seed,
+                fewshot_random_seed=seed,
+            )
     except (ConnectionError, OSError) as error:
         raise UserError(
             f"lm-eval could not load task data ({error}); offline, pass --data-dir with local files "
             f"for: {', '.join(LOCAL_TASKS.names())}"
         ) from None
     return TaskRun(tasks=extract_metrics(output), data=data)
+
+
+def require_backend(backend: str) -> None:
+    """The vllm backend needs the ``vllm`` package, which layerprune does not install."""
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError("the vllm backend needs vLLM, which is not installed (pip install vllm; it runs on CUDA GPUs)")
+
+
+@contextlib.contextmanager
+def lm_eval_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, options: HarnessOptions, seed: int = 0
+) -> Iterator[dict[str, Any]]:
+    """``simple_evaluate``'s model keywords: an HFLM on ``model``, or ``"vllm"`` on a temporary saved copy."""
+    if options.backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        yield {"model": HFLM(pretrained=model, tokenizer=tokenizer, batch_size=options.batch_size)}
+        return
+    from layerprune.saving import save_model
+
+    with tempfile.TemporaryDirectory(prefix="layerprune-vllm-") as directory:
+        saved = save_model(model, tokenizer, Path(directory) / "model")
+        yield {"model": "vllm", "model_args": vllm_model_args(saved, model, options, seed)}
+
+
+def vllm_model_args(directory: Path, model: PreTrainedModel, options: HarnessOptions, seed: int) -> dict[str, Any]:
+    """Arguments of lm-eval's ``VLLM`` model for a model saved in ``directory``."""
+    return {
+        "pretrained": str(directory),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "tensor_parallel_size": options.tensor_parallel_size,
+        "batch_size": options.batch_size,
+        "seed": seed,
+    }
 
 
 def extract_metrics(output: dict[str, Any]) -> dict[str, dict[str, Any]]:

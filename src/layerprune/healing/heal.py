@@ -17,13 +17,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from accelerate import PartialState
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from layerprune.errors import UserError
 from layerprune.healing.data import DataConfig, HealingData, collate, load_healing_data
 from layerprune.healing.losses import LOSSES, LossConfig
-from layerprune.healing.methods import METHODS, MethodConfig, frozen_prefix_length, trainable_parameter_names
+from layerprune.healing.methods import (
+    METHODS,
+    HealingMethod,
+    Lora,
+    MethodConfig,
+    frozen_prefix_length,
+    trainable_parameter_names,
+)
 from layerprune.healing.prefix_cache import PREFIX_CACHE_FILE, PrefixCache, build_prefix_cache
 from layerprune.healing.teacher import check_vocabulary, load_teacher, prepare_teacher, teacher_bytes
 from layerprune.healing.trainer import HealingTrainer, TrainConfig, budget_steps, training_arguments
@@ -91,15 +100,17 @@ def _train_and_save(model, tokenizer, config: HealConfig, method, teacher, data,
     logger.warning("healing data: %d training examples, %d validation", len(data.train), len(data.validation or []))
     trainable = method.prepare(model, config.method)
     trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
+    _check_sharding(trainer, method, config.method.name)
     for callback in callbacks or []:
         trainer.add_callback(callback)
     began = time.perf_counter()
     trainer.train(resume_from_checkpoint=_resume_point(config))
     summary = _summary(trainer, trainable, config, teacher, time.perf_counter() - began)
+    state_dict = _gathered_state_dict(trainer)
     healed = method.finish(trainer.accelerator.unwrap_model(trainer.model), config.checkpoints())
     record_step(healed, "heal", **summary)
     if trainer.is_world_process_zero():
-        _save(healed, tokenizer, config, trainer)
+        _save(healed, tokenizer, config, trainer, state_dict)
     trainer.accelerator.wait_for_everyone()
     return HealResult(healed, Path(config.output), summary)
 
@@ -110,6 +121,29 @@ def _example_budget(train: TrainConfig) -> int | None:
         return None
     processes = PartialState().num_processes
     return train.max_steps * train.batch_size * train.gradient_accumulation * processes
+
+
+def _is_sharded(trainer: HealingTrainer) -> bool:
+    """Whether FSDP or DeepSpeed ZeRO-3 shards the parameters across processes (DDP and ZeRO-1/2 replicate them)."""
+    return trainer.is_fsdp_enabled or is_deepspeed_zero3_enabled()
+
+
+def _check_sharding(trainer: HealingTrainer, method: HealingMethod, name: str) -> None:
+    """LoRA adapters are saved and merged from whole tensors, which FSDP and ZeRO-3 do not keep on one process."""
+    if _is_sharded(trainer) and isinstance(method, Lora):
+        raise UserError(
+            f"--method {name} does not run under FSDP or DeepSpeed ZeRO-3; "
+            "use configs/deepspeed-zero2.yaml or a plain multi-process launch, or --method partial/full"
+        )
+
+
+def _gathered_state_dict(trainer: HealingTrainer) -> dict[str, torch.Tensor] | None:
+    """The full weights of a sharded model, gathered onto the main process (None: every process holds them).
+
+    A collective: every process calls it. This is ``Accelerator.get_state_dict``, the call
+    transformers' own ``Trainer.save_model`` makes under FSDP (full state dict) and ZeRO-3.
+    """
+    return trainer.accelerator.get_state_dict(trainer.model) if _is_sharded(trainer) else None
 
 
 def _discard_checkpoints(directory: Path) -> None:
@@ -219,6 +253,7 @@ def _summary(trainer: HealingTrainer, model, config: HealConfig, teacher, second
         "trainable_tensors": len(trainable_parameter_names(model)),
         "steps": state.global_step,
         "processes": trainer.args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,
         "tokens_seen": int(state.num_input_tokens_seen),
         "train_examples": len(trainer.train_dataset),
         "validation_examples": len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0,
@@ -241,7 +276,13 @@ def loss_curve(log_history: list[dict[str, Any]]) -> dict[str, list[dict[str, fl
     return {"train": train, "validation": validation}
 
 
-def _save(model: PreTrainedModel, tokenizer, config: HealConfig, trainer: HealingTrainer) -> None:
+def _save(
+    model: PreTrainedModel,
+    tokenizer,
+    config: HealConfig,
+    trainer: HealingTrainer,
+    state_dict: dict[str, torch.Tensor] | None,
+) -> None:
     adapter = config.checkpoints() / "adapter"
 
     def write_extra(directory: Path) -> None:
@@ -250,7 +291,13 @@ def _save(model: PreTrainedModel, tokenizer, config: HealConfig, trainer: Healin
             shutil.copytree(adapter, directory / "adapter")
 
     save_model(
-        model, tokenizer, config.output, dtype=config.save_dtype, overwrite=config.overwrite, write_extra=write_extra
+        model,
+        tokenizer,
+        config.output,
+        dtype=config.save_dtype,
+        overwrite=config.overwrite,
+        write_extra=write_extra,
+        state_dict=state_dict,
     )
     if not config.train.keep_checkpoints:
         shutil.rmtree(config.checkpoints(), ignore_errors=True)

@@ -107,7 +107,15 @@ class Lora(HealingMethod):
             target_modules=list(get_architecture(model).lora_targets),
             task_type="CAUSAL_LM",
         )
-        return get_peft_model(model, lora)
+        try:
+            return get_peft_model(model, lora)
+        except ValueError as error:  # peft adapts fused MoE expert weights as parameters, without dropout
+            if "lora_dropout" not in str(error):
+                raise
+            raise UserError(
+                f"peft adapts the fused expert weights of model_type {model.config.model_type!r} as parameters, "
+                f"which take no dropout; set lora_dropout 0 (got {config.lora_dropout})"
+            ) from error
 
     def finish(self, model: nn.Module, work_dir: Path) -> PreTrainedModel:
         save_adapter(model, work_dir)

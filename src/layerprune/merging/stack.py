@@ -125,3 +125,12 @@ def apply_stack(model: PreTrainedModel, stack: LayerStack, **details) -> PreTrai
     replace_layers(model, new_layers, [g.first for g in stack.groups])
     record_step(model, "merge", merged_source_groups=groups, steps=steps, **details)
     return model
+
+
+def fixed_stack(layers: nn.ModuleList, groups: Sequence[tuple[int, int]], operator: str) -> LayerStack:
+    """The stack with each run ``(first, last)`` of input layers fused into one (fixed groups, no search)."""
+    stack, offset = LayerStack.initial(layers, operator), 0
+    for first, last in sorted(groups):
+        stack = stack.merge(first - offset, last - offset)
+        offset += last - first
+    return stack

@@ -31,8 +31,13 @@ class ScoringContext:
     once. ``angular_tokens`` is ``"last"`` (the last non-pad token, as Gromov et al.) or
     ``"all"`` (mean over non-pad tokens). ``sleb_steps`` is how many greedy SLEB removals to
     run (``None``: a quarter of the layers). ``exclude_first``/``exclude_last`` keep layers
-    out of the candidates of the greedy and block searches. ``cache`` shares one similarity
-    pass between the metrics of one scoring run.
+    out of the candidates of the greedy and block searches. ``cache`` shares one layer-wise
+    pass (:mod:`layerprune.metrics.layerwise`) between the metrics of one scoring run, and
+    ``plan`` names them (so one pass serves similarity and removal metrics together).
+    ``layers`` is where the pass takes decoder layers from (``None``: the model in memory;
+    a :class:`~layerprune.streaming.layers.StreamedModel` streams them from the shards);
+    ``state_budget`` bounds the bytes of hidden states kept in memory (the rest is
+    memory-mapped on disk; ``None``: no bound).
 
     Where a paper's released code differs from the paper (docs/metrics.md), the code's
     behaviour is an option: ``sleb_exclude_ends`` (never remove the first or last layer, as
@@ -52,6 +57,9 @@ class ScoringContext:
     sleb_exclude_ends: bool = False
     magnitude_weights_only: bool = False
     preset: str = "ours"
+    state_budget: int | None = None
+    layers: Any = None
+    plan: tuple[str, ...] = ()
     cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -133,6 +141,12 @@ def progress_batches(
 def data_free(metric: MetricFunction) -> MetricFunction:
     """Mark a metric that needs no calibration data (so scoring with it loads none)."""
     metric.data_free = True  # type: ignore[attr-defined]
+    return metric
+
+
+def scans_removals(metric: MetricFunction) -> MetricFunction:
+    """Mark a metric that scores the removal of each single layer (its table comes from the layer-wise pass)."""
+    metric.scans_removals = True  # type: ignore[attr-defined]
     return metric
 
 

@@ -1,70 +1,38 @@
-"""Calibration NLL of the model with layers removed, from cached layer inputs (for ``ppl`` and ``sleb``).
+"""Calibration NLL of the model with layers removed, every candidate in one layer-wise pass (for ``ppl`` and ``sleb``).
 
-The inputs of every layer are captured once per batch. Removing layer ``i`` then re-runs
-only the layers after ``i``, resuming from the cached input of layer ``i`` (which is what
-layer ``i + 1`` receives once ``i`` is gone). After a removal is committed, the caches of
-the layers below it stay valid and only those above it are refreshed. The model is never
-copied; :func:`~layerprune.execution.resumed_from` swaps modules for the duration of a call.
+Removing layer ``i`` leaves layers ``< i`` unchanged, so the model without ``R ∪ {i}``
+shares its states with the model without ``R`` up to layer ``i``'s input. One
+:class:`~layerprune.metrics.layerwise.LayerwisePass` over the layers then yields the NLL of
+every candidate at once (``L − |R|`` layer loads, ``≈ L²/2`` layer forwards per batch).
+A committed removal is one more layer in ``R`` for the next pass. The model is never
+copied; :func:`~layerprune.execution.run_layer` runs one layer through the model's forward.
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel
-
-from layerprune.calibration import CalibrationSet
-from layerprune.execution import Bypass, capture_layer_inputs, resumed_from
-from layerprune.metrics.nll import predicted_positions, token_nll
-from layerprune.models import num_layers
+from layerprune.metrics.layerwise import LayerwisePass
 
 
 class RemovalSearch:
-    """Mean next-token NLL on a calibration set for "the current removals plus one more layer"."""
+    """Mean next-token NLL on a calibration set for "the committed removals plus one more layer"."""
 
-    def __init__(
-        self, model: PreTrainedModel, calibration: CalibrationSet, batch_size: int, progress: bool = True
-    ) -> None:
-        self.model = model
-        self.progress = progress
-        self.batches = [(ids.to(model.device), mask.to(model.device)) for ids, mask in calibration.batches(batch_size)]
-        self.tokens = int(predicted_positions(calibration.attention_mask).sum())
+    def __init__(self, passes: LayerwisePass) -> None:
+        self.passes = passes
         self.removed: set[int] = set()
-        bar = tqdm(self.batches, desc="caching layer inputs", disable=not progress)
-        self.states = [capture_layer_inputs(model, ids, mask) for ids, mask in bar]
 
     @property
     def remaining(self) -> list[int]:
-        return [i for i in range(num_layers(self.model)) if i not in self.removed]
-
-    @torch.no_grad()
-    def nll_without(self, layer: int) -> float:
-        """Mean NLL with ``layer`` removed on top of the committed removals; re-runs only layers > ``layer``."""
-        total = 0.0
-        for (input_ids, attention_mask), states in zip(self.batches, self.states, strict=True):
-            with resumed_from(self.model, layer + 1, states[layer], extra=self._bypasses_above(layer)):
-                total += float(token_nll(self.model, input_ids, attention_mask)[0])
-        return total / self.tokens
+        return [i for i in range(self.passes.layers.num_layers) if i not in self.removed]
 
     def nll_table(self, candidates: list[int], description: str) -> dict[int, float]:
-        """``nll_without`` for every candidate, with a progress bar."""
-        bar = tqdm(candidates, desc=description, disable=not self.progress)
-        return {layer: self.nll_without(layer) for layer in bar}
+        """Mean NLL with each candidate removed on top of the committed removals (one pass over the layers)."""
+        return self.passes.nll_table(self.removed, candidates, description)
 
-    @torch.no_grad()
     def remove(self, layer: int) -> None:
-        """Commit the removal of ``layer``: refresh the cached inputs of the layers above it."""
+        """Commit the removal of ``layer`` (the next table's passes skip it)."""
         self.removed.add(layer)
-        for index, (input_ids, attention_mask) in enumerate(self.batches):
-            states = self.states[index]
-            with resumed_from(self.model, layer + 1, states[layer], extra=self._bypasses_above(layer)):
-                fresh = capture_layer_inputs(self.model, input_ids, attention_mask)
-            self.states[index] = states[: layer + 1] + fresh[layer + 1 :]
-
-    def _bypasses_above(self, layer: int) -> dict[int, Bypass]:
-        return {index: Bypass() for index in self.removed if index > layer}
 
 
 def perplexity(mean_nll: float) -> float:

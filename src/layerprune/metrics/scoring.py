@@ -53,6 +53,7 @@ def score(
     """
     names = resolve_metric_names(metrics)
     context = _context(settings)
+    context.plan = tuple(names)
     if any(needs_calibration(name) for name in names):
         context.calibration = _calibration_set(tokenizer, calib, context.seed)
     results = {name: METRICS.get(name)(model, context) for name in names}
@@ -67,7 +68,7 @@ def score(
 
 
 def _context(settings: dict[str, Any]) -> ScoringContext:
-    known = {f.name for f in dataclasses.fields(ScoringContext)} - {"calibration", "cache", "options"}
+    known = {f.name for f in dataclasses.fields(ScoringContext)} - {"calibration", "cache", "options", "plan"}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise UserError(f"unknown scoring settings {unknown}; valid: {', '.join(sorted(known))}")

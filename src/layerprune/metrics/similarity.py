@@ -1,9 +1,9 @@
 """One hooked forward pass that yields every similarity statistic: BI, global BI, angular, cosine and CKA.
 
-The pass runs the calibration set batch by batch through :func:`capture_layer_inputs` (the
-``S = L + 1`` hidden states before the final norm: state 0 is the embedding output, state
-``i`` the output of layer ``i − 1``) and folds each batch into running sums at once, so no
-more than one batch of states is held. Per-batch math is fp32 (bf16/fp16 states are
+The states come from one layer-wise pass (:class:`~layerprune.metrics.layerwise.LayerwisePass`:
+the ``S = L + 1`` hidden states before the final norm, as :func:`~layerprune.execution.capture_layer_inputs`
+takes them: state 0 is the embedding output, state ``i`` the output of layer ``i − 1``),
+and each batch is folded into running sums. Per-batch math is fp32 (bf16/fp16 states are
 upcast) and the sums are fp64. Pad tokens (``attention_mask == 0``) are left out of every
 statistic. The metrics ``bi``, ``bi-global``, ``angular`` and ``cka`` all read one
 :class:`SimilarityStatistics`, cached in the :class:`ScoringContext`.
@@ -18,9 +18,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from layerprune.execution import capture_layer_inputs
-from layerprune.metrics.base import ScoringContext, progress_batches
-from layerprune.models import num_layers
+from layerprune.metrics.base import ScoringContext
+from layerprune.metrics.layerwise import layerwise_pass, removal_planned
 
 _ANGLE_CHUNK = 16
 
@@ -84,13 +83,21 @@ class SimilarityStatistics:
 
 
 def similarity_statistics(model: PreTrainedModel, context: ScoringContext) -> SimilarityStatistics:
-    """The statistics of one pass over ``context.calibration``, computed once per context."""
+    """The statistics of one layer-wise pass over ``context.calibration``, computed once per context.
+
+    When a removal metric is scored too, the same pass computes every one-layer removal's NLL.
+    """
     key = f"similarity/{context.angular_tokens}"
     if key not in context.cache:
-        statistics = SimilarityStatistics.empty(num_layers(model) + 1)
-        for input_ids, attention_mask in progress_batches(model, context, "similarity pass"):
-            states = capture_layer_inputs(model, input_ids, attention_mask)
-            statistics.add(states, attention_mask, context.angular_tokens)
+        passes = layerwise_pass(model, context, "similarity")
+        statistics = SimilarityStatistics.empty(passes.layers.num_layers + 1)
+        candidates = list(range(passes.layers.num_layers)) if removal_planned(context) else []
+
+        def fold(batch: int, states: list[torch.Tensor]) -> None:
+            statistics.add(states, passes.batches[batch][1], context.angular_tokens)
+
+        table = passes.run(set(), candidates, "similarity pass", fold)
+        passes.tables.setdefault(frozenset(), {}).update(table)
         context.cache[key] = statistics
     return context.cache[key]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from transformers import PreTrainedModel
 
 from layerprune.errors import UserError
-from layerprune.metrics.base import LayerScores, ScoringContext, candidate_layers, register_metric
+from layerprune.metrics.base import LayerScores, ScoringContext, candidate_layers, register_metric, scans_removals
+from layerprune.metrics.layerwise import layerwise_pass
 from layerprune.metrics.removal import RemovalSearch
 from layerprune.models import num_layers
 
@@ -16,6 +17,7 @@ def default_sleb_steps(count: int) -> int:
 
 
 @register_metric("sleb")
+@scans_removals
 def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     """k times: remove argmin_j NLL(model without removed ∪ {j}); score = the step at which a layer went.
 
@@ -26,8 +28,8 @@ def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     ``steps`` continues one-shot from there. Candidates respect ``exclude_first/last``; the
     released code also never removes the first and the last block, which
     ``sleb_exclude_ends`` (preset ``paper``) does too (those two then score last).
-    Each round re-runs only the layers above each candidate from cached inputs, and after a
-    removal only the caches above it are refreshed (equal to rebuilding the model, tested).
+    Each round is one layer-wise pass with every candidate at once (round 1 is ppl's table
+    when both are scored; equal to rebuilding the model per candidate, tested).
     """
     count = num_layers(model)
     ends = int(context.sleb_exclude_ends)
@@ -35,7 +37,7 @@ def sleb(model: PreTrainedModel, context: ScoringContext) -> LayerScores:
     steps = context.sleb_steps or default_sleb_steps(count)
     if steps > len(candidates) or steps >= count:
         raise UserError(f"sleb cannot run {steps} steps: {len(candidates)} candidate layers of {count}")
-    search = RemovalSearch(model, context.require_calibration("sleb"), context.batch_size, context.progress)
+    search = RemovalSearch(layerwise_pass(model, context, "sleb"))
     scores = [float(count + i) for i in range(count)]
     for step in range(steps):
         table = search.nll_table([i for i in candidates if i not in search.removed], f"sleb step {step + 1}/{steps}")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from transformers import PreTrainedModel
 
+from layerprune.errors import UserError
 from layerprune.metrics.base import LayerScores, ScoringContext, progress_batches, register_metric
 from layerprune.metrics.nll import predicted_positions, token_nll
 from layerprune.models import decoder_layers
@@ -19,6 +20,11 @@ def taylor_scores(model: PreTrainedModel, context: ScoringContext) -> list[float
     """score_i = Σ_{w ∈ layer i} |w · ∂L/∂w|, L the mean calibration NLL (computed once per context)."""
     if "taylor" in context.cache:
         return context.cache["taylor"]
+    if context.layers is not None:
+        raise UserError(
+            "taylor and taylor+ need gradients through the whole model, so the model in memory; "
+            "score them without streaming"
+        )
     calibration = context.require_calibration("taylor")
     total = int(predicted_positions(calibration.attention_mask).sum())
     layers = decoder_layers(model)

@@ -166,6 +166,18 @@ register_override(
 )
 
 
+_BLOCK_ATTENTION_RESIDUALS = (
+    "the model loop hands every layer the block states (attention residuals) that earlier layers wrote, one per "
+    "n_layers_per_attn_res_block layers, so no stand-in can bypass or resume a layer (the metrics and the "
+    "surgery check need one)"
+)
+register_override("inkling2_text", refusal=_BLOCK_ATTENTION_RESIDUALS)
+register_override(
+    "inkling2_loop_text",
+    refusal=_BLOCK_ATTENTION_RESIDUALS + "; loop_layer_index_start/end also name the looped layers by index",
+)
+
+
 def supported_families() -> list[str]:
     return sorted(_ARCHITECTURES)
 

@@ -1,4 +1,4 @@
-"""The recipe: one validated file that takes a model through select → heal → evaluate → report.
+"""The recipe: one validated file that takes a model through select → width → sparsify → heal → evaluate → report.
 
 A recipe is YAML (or JSON) with these sections; every default lives in the settings class the
 section *is* (``CalibrationConfig``, ``MethodConfig``, ``MergeConfig``, ``EvalConfig``, …)::
@@ -7,6 +7,8 @@ section *is* (``CalibrationConfig``, ``MethodConfig``, ``MergeConfig``, ``EvalCo
     model: {spec: default}                # spec, dtype, device_map, trust_remote_code, allow_pickle, cache_dir
     calibration: {source: default, samples: 10, seq_len: 128}   # shared by every stage that needs text
     select: {metric: bi, ratio: 0.25}     # exactly one of metric (+ num_layers | ratio), layers, merge, replace
+    width: {method: slimgpt, ratio: 0.135, schedule: log-increase}    # heads and FFN channels (WidthConfig)
+    sparsify: {pruner: wanda, sparsity: 0.5, allocation: owl}         # zeros in place (SparsifyConfig)
     heal: {method: partial, loss: ce, data: dolly, train: {max_steps: 20}, schedule: one-shot}
     evaluate: {ppl: [wikitext2], perplexity: {max_windows: 8}}  # plus dense: true (evaluate the dense model once)
     report: {plots: true}
@@ -14,7 +16,9 @@ section *is* (``CalibrationConfig``, ``MethodConfig``, ``MergeConfig``, ``EvalCo
 
 Unknown keys, wrong types, out-of-range values and exclusive keys given together are a
 :class:`~layerprune.config.ConfigError` naming the key path (``hael`` → did you mean ``heal``),
-raised before any model loads. A section with a ``name`` (``heal.method``, ``heal.loss``) or a
+raised before any model loads. A recipe makes the model smaller with at least one of ``select``
+(depth), ``width`` and ``sparsify``, applied in that order; ``width`` and ``sparsify`` calibrate
+on the shared ``calibration`` section. A section with a ``name`` (``heal.method``, ``heal.loss``) or a
 ``source`` (``heal.data``) accepts that value alone as shorthand: ``heal: {loss: kd}``.
 """
 
@@ -38,6 +42,7 @@ from layerprune.healing import LOSSES, METHODS, DataConfig, LossConfig, MethodCo
 from layerprune.merging import MergeConfig
 from layerprune.merging.streamline import StreamlineConfig
 from layerprune.metrics import METRICS, ScoringContext
+from layerprune.width import SparsifyConfig, WidthConfig
 
 SCHEMA_VERSION = 1
 SHARED_DATA = "shared"
@@ -206,19 +211,27 @@ class Recipe(Section):
     description: str = ""
     model: ModelSection = Field(default_factory=ModelSection)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
-    select: SelectSection
+    select: SelectSection | None = None
+    width: WidthConfig | None = None
+    sparsify: SparsifyConfig | None = None
     heal: HealSection | None = None
     evaluate: EvaluateSection | None = None
     report: ReportSection | None = Field(default_factory=ReportSection)
     output: OutputSection = Field(default_factory=OutputSection)
 
     @model_validator(mode="after")
-    def _schedule_fits_selection(self) -> Recipe:
+    def _stages_fit(self) -> Recipe:
+        if self.select is None and self.width is None and self.sparsify is None:
+            raise ValueError("nothing makes the model smaller: give select, width and/or sparsify")
+        if self.sparsify is not None and self.heal is not None:
+            raise ValueError("heal would fill in the zeros that sparsify leaves (no masked healing): drop one of them")
         steps = self.heal.steps if self.heal else None
         if steps is None:
             return self
-        if self.select.metric is None:
+        if self.select is None or self.select.metric is None:
             raise ValueError("heal.schedule 1:k:n re-scores after each step: it needs select.metric")
+        if self.width is not None:
+            raise ValueError("heal.schedule 1:k:n cuts layers after width pruning: use a one-shot schedule with width")
         if self.select.num_layers is not None and sum(steps) != self.select.num_layers:
             raise ValueError(
                 f"heal.schedule removes {sum(steps)} layers but select.num_layers is {self.select.num_layers}"

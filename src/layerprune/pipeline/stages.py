@@ -1,15 +1,18 @@
-"""The pipeline's stages, one small class each: dense → score → select → (unhealed) → heal → evaluate → report.
+"""The pipeline's stages, one small class each:
+dense → score → select → width → sparsify → (unhealed) → heal → evaluate → report.
 
 A stage declares the recipe keys its result depends on (:meth:`Stage.section`), the earlier
 stages whose results it reads (:meth:`Stage.upstream`), and :meth:`Stage.run`, which writes its
 artifacts into its own directory and returns a summary. The runner (:mod:`.run`) fingerprints
 ``section`` plus the upstream fingerprints, so a stage re-runs exactly when something it
-depends on changed. Adding a stage (width pruning, streamed surgery) is one class here, one
-entry in :data:`STAGES` and one recipe section.
+depends on changed. Adding a stage (streamed surgery, say) is one class here, one entry in
+:data:`STAGES` and one recipe section, as ``width`` and ``sparsify`` are. A stage that reads
+the model names the last model-making stage before it (:func:`model_source`) as upstream.
 
 The Python API has one shape per stage, ``stage(model, tokenizer, config) -> result``:
 :func:`select_layers` / :func:`prune` (score → select → cut, the only copy of that logic),
-:func:`heal_model` (one-shot or ``1:k:n``), and :func:`layerprune.evaluation.evaluate`.
+:func:`heal_model` (one-shot or ``1:k:n``), :func:`layerprune.width.width_prune`,
+:func:`layerprune.width.sparsify` and :func:`layerprune.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from layerprune.models import load_model, num_layers
 from layerprune.pipeline.recipe import HealSection, Recipe, SelectSection
 from layerprune.provenance import get_provenance, read_record
 from layerprune.report import write_run_report
-from layerprune.saving import save_model
+from layerprune.saving import save_model, write_json
 from layerprune.surgery import remove_layers
+from layerprune.width import sparsify, width_prune
 
 logger = logging.getLogger(__name__)
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
@@ -272,7 +276,7 @@ class Score(Stage):
     additive = True
 
     def applies(self, recipe: Recipe) -> bool:
-        return recipe.select.metric is not None
+        return recipe.select is not None and recipe.select.metric is not None
 
     def section(self, recipe: Recipe) -> dict[str, Any]:
         return {**_dump(recipe, "model", "calibration"), "scoring": recipe.select.scoring_settings()}
@@ -305,6 +309,9 @@ class Select(Stage):
     name = "select"
     makes_model = True
 
+    def applies(self, recipe: Recipe) -> bool:
+        return recipe.select is not None
+
     def section(self, recipe: Recipe) -> dict[str, Any]:
         keys = ["model", "select", "output"]
         if recipe.select.kind in ("merge", "replace"):
@@ -332,6 +339,73 @@ def _save(model, tokenizer, context: StageContext, dtype: str | None) -> None:
     context.state.replace(None if dtype else (model, tokenizer), context.directory / "model")
 
 
+class Width(Stage):
+    """Remove attention heads and FFN channels (SlimGPT or a baseline) on the shared calibration; save."""
+
+    name = "width"
+    makes_model = True
+
+    def applies(self, recipe: Recipe) -> bool:
+        return recipe.width is not None
+
+    def section(self, recipe: Recipe) -> dict[str, Any]:
+        return _dump(recipe, "model", "calibration", "width", "output")
+
+    def upstream(self, recipe: Recipe) -> list[str]:
+        return model_source(recipe, self)
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        recipe = context.recipe
+        model, tokenizer = context.state.get()
+        result = width_prune(model, tokenizer, recipe.width, recipe.calibration)
+        summary = {
+            "ratios": result.ratios,
+            "widths": [dataclasses.asdict(width) for width in result.widths],
+            "uniform": result.uniform,
+            "parameters": [result.parameters_before, result.parameters_after],
+            "prune_seconds": round(result.seconds, 2),
+        }
+        write_json(context.directory / "width.json", summary)
+        _save(model, tokenizer, context, recipe.output.dtype)
+        return summary
+
+
+class Sparsify(Width):
+    """Zero weights with a layer-wise allocation; resumable: a DSA search continues from its state file.
+
+    Unless the recipe names them, DSA's search state and the function it finds live in this
+    stage's directory, so a run never reuses a function found by another run by accident.
+    """
+
+    name = "sparsify"
+    resumable = True
+
+    def applies(self, recipe: Recipe) -> bool:
+        return recipe.sparsify is not None
+
+    def section(self, recipe: Recipe) -> dict[str, Any]:
+        return _dump(recipe, "model", "calibration", "sparsify", "output")
+
+    def run(self, context: StageContext) -> dict[str, Any]:
+        recipe = context.recipe
+        model, tokenizer = context.state.get()
+        config = dataclasses.replace(
+            recipe.sparsify,
+            dsa_function=recipe.sparsify.dsa_function or str(context.directory / "dsa-function.json"),
+            dsa_state=recipe.sparsify.dsa_state or str(context.directory / "dsa-search.json"),
+        )
+        result = sparsify(model, tokenizer, config, recipe.calibration)
+        summary = {
+            "sparsities": result.sparsities,
+            "achieved": result.achieved,
+            "function": result.function,
+            "prune_seconds": round(result.seconds, 2),
+        }
+        write_json(context.directory / "sparsity.json", summary)
+        _save(model, tokenizer, context, recipe.output.dtype)
+        return summary
+
+
 class Unhealed(Stage):
     """Evaluate the selected model before healing (``evaluate.unhealed``): the "before" of before/after."""
 
@@ -344,7 +418,7 @@ class Unhealed(Stage):
         return {"evaluate": _evaluation(recipe)}
 
     def upstream(self, recipe: Recipe) -> list[str]:
-        return ["select"]
+        return model_source(recipe, self)
 
     def run(self, context: StageContext) -> dict[str, Any]:
         model, tokenizer = context.state.get()
@@ -368,7 +442,7 @@ class Heal(Stage):
         return _dump(recipe, *keys)
 
     def upstream(self, recipe: Recipe) -> list[str]:
-        return ["select"]
+        return model_source(recipe, self)
 
     def run(self, context: StageContext) -> dict[str, Any]:
         recipe = context.recipe
@@ -398,9 +472,6 @@ class Evaluate(Unhealed):
     def applies(self, recipe: Recipe) -> bool:
         return recipe.evaluate is not None
 
-    def upstream(self, recipe: Recipe) -> list[str]:
-        return ["heal" if recipe.heal is not None else "select"]
-
 
 class Report(Stage):
     """``report.md`` and figures from the results files (no model needed)."""
@@ -422,4 +493,10 @@ class Report(Stage):
         return {"report": "report.md"}
 
 
-STAGES: list[Stage] = [Dense(), Score(), Select(), Unhealed(), Heal(), Evaluate(), Report()]
+STAGES: list[Stage] = [Dense(), Score(), Select(), Width(), Sparsify(), Unhealed(), Heal(), Evaluate(), Report()]
+
+
+def model_source(recipe: Recipe, stage: Stage) -> list[str]:
+    """The last model-making stage before ``stage`` that applies to ``recipe`` (none: the source model)."""
+    before = STAGES[: next(i for i, s in enumerate(STAGES) if s.name == stage.name)]
+    return [s.name for s in before if s.makes_model and s.applies(recipe)][-1:]

@@ -1,7 +1,10 @@
 """A local safetensors checkpoint read lazily: the index, the shards, and where each decoder layer's tensors are.
 
-Nothing is loaded until a tensor is asked for; :meth:`Checkpoint.tensor` reads one tensor
-through ``safetensors.safe_open`` (one open handle per shard). Tensor names are the
+Nothing is loaded until a tensor is asked for; :meth:`Checkpoint.tensor` reads one tensor's
+bytes at the offsets of the shard's safetensors header into a fresh buffer. Plain reads,
+not ``safe_open``'s memory map: every page of a mapped shard that was touched counts in
+the process's resident memory until the map closes, so reading a whole checkpoint through
+one map shows the checkpoint's size as peak RSS. Tensor names are the
 checkpoint's own (transformers may rename some on load, e.g. Gemma 3's
 ``language_model.model.*``); the decoder layers are found as ``<prefix>.<i>.*`` with the
 prefix ending in the last part of the architecture entry's layer path.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +58,7 @@ class Checkpoint:
     config: PretrainedConfig
     weight_map: dict[str, str]
     layer_prefix: str
-    _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+    _headers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, path: str | Path) -> Checkpoint:
@@ -91,25 +95,37 @@ class Checkpoint:
         return f"{self.layer_prefix}.{new_layer}.{rest}"
 
     def tensor(self, name: str) -> torch.Tensor:
-        """Read one tensor from its shard."""
-        return self._handle(self.weight_map[name]).get_tensor(name)
+        """Read one tensor from its shard (a copy owned by the caller)."""
+        shard = self.weight_map[name]
+        start, header = self._header(shard)
+        entry = header[name]
+        begin, end = entry["data_offsets"]
+        buffer = torch.empty(end - begin, dtype=torch.uint8)
+        with (self.path / shard).open("rb") as handle:
+            handle.seek(start + begin)
+            if end > begin and handle.readinto(buffer.numpy()) != end - begin:
+                raise UserError(f"{self.path / shard} is truncated: tensor {name} ends past the end of the file")
+        return buffer.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])
 
     def info(self, name: str) -> tuple[str, list[int]]:
         """(safetensors dtype name, shape) of one tensor, read from the shard header."""
-        tensor_slice = self._handle(self.weight_map[name]).get_slice(name)
-        return tensor_slice.get_dtype(), list(tensor_slice.get_shape())
+        entry = self._header(self.weight_map[name])[1][name]
+        return entry["dtype"], list(entry["shape"])
 
     def nbytes(self) -> int:
         """Size of the weights on disk (the shards' total)."""
         return sum((self.path / shard).stat().st_size for shard in set(self.weight_map.values()))
 
     def close(self) -> None:
-        self._handles.clear()
+        self._headers.clear()
 
-    def _handle(self, shard: str):
-        if shard not in self._handles:
-            self._handles[shard] = safe_open(str(self.path / shard), framework="pt")
-        return self._handles[shard]
+    def _header(self, shard: str) -> tuple[int, dict[str, Any]]:
+        """(byte offset of the data, header) of one shard: an 8-byte little-endian length, then JSON."""
+        if shard not in self._headers:
+            with (self.path / shard).open("rb") as handle:
+                (length,) = struct.unpack("<Q", handle.read(8))
+                self._headers[shard] = (8 + length, json.loads(handle.read(length)))
+        return self._headers[shard]
 
 
 def tensor_nbytes(dtype: str, shape: list[int]) -> int:

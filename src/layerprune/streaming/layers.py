@@ -33,6 +33,7 @@ class StreamedModel:
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.model = skeleton(checkpoint)
+        _move_buffers(self.model, self.device)
         self.names = checkpoint_names(self.model, checkpoint)
         self.places = parameter_places(self.model)
         self.loads = 0
@@ -77,6 +78,14 @@ def skeleton(checkpoint: Checkpoint) -> PreTrainedModel:
         model = AutoModelForCausalLM.from_config(config, dtype=getattr(config, "dtype", None))
     model.tie_weights()  # init_empty_weights re-registers parameters, which unties shared ones
     return model.eval().requires_grad_(False)
+
+
+def _move_buffers(model: nn.Module, device: torch.device) -> None:
+    """Buffers (rotary frequencies, embedding scales) onto ``device``; the meta parameters stay where they are."""
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None:
+                module._buffers[name] = buffer.to(device)
 
 
 def checkpoint_names(model: PreTrainedModel, checkpoint: Checkpoint) -> dict[str, str]:

@@ -26,14 +26,17 @@ the KV cache at full size.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from typing import Annotated, Literal, get_args
 
 import torch
+from pydantic import Field
 from rich.progress import track
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_config, decoder_layers, get_submodule
 from layerprune.provenance import record_step
@@ -44,32 +47,28 @@ from layerprune.width.projections import LayerWidth, dense_width, get_layout
 from layerprune.width.schedule import layer_ratios
 from layerprune.width.shrink import layer_width, shrink_layer
 
-SCHEDULES = ("uniform", "log-increase")
+Schedule = Literal["uniform", "log-increase"]
+SCHEDULES = get_args(Schedule)
+Ratio = Annotated[float, Field(gt=0, lt=1)]
+WIDTH_CALIBRATION = CalibrationConfig(samples=32)
+"""The calibration a width or sparsify call uses when none is given (a recipe's ``calibration`` section replaces it)."""
 
 
-@dataclass
+@strict_config
 class WidthConfig:
-    """Settings of the width stage; ``ratio`` is the mean fraction of layer parameters removed."""
+    """Settings of the width stage (the recipe's ``width`` section); ``ratio`` is the mean fraction of
+    layer parameters removed. ``log-increase`` solves the bound not given from ``ratio``."""
 
     method: str = "slimgpt"
-    ratio: float = 0.2
-    schedule: str = "uniform"
-    min_ratio: float | None = None
-    max_ratio: float | None = None
-    damp: float = 0.01
-    batch_size: int = 4
-    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(samples=32))
+    ratio: Ratio = 0.2
+    schedule: Schedule = "uniform"
+    min_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
+    max_ratio: Ratio | None = None
+    damp: Annotated[float, Field(ge=0)] = 0.01
+    batch_size: Annotated[int, Field(ge=1)] = 4
 
     def __post_init__(self) -> None:
         WIDTH_METHODS.get(self.method)
-        for name in ("ratio", "min_ratio", "max_ratio"):
-            value = getattr(self, name)
-            if value is not None and not (0 < value < 1 or (name == "min_ratio" and value == 0)):
-                raise UserError(f"width {name} must be in (0, 1), got {value}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"unknown width schedule {self.schedule!r}; use {' or '.join(SCHEDULES)}")
-        if self.damp < 0:
-            raise UserError(f"width damp must be ≥ 0, got {self.damp}")
 
 
 @dataclass
@@ -103,8 +102,14 @@ def plan_layer(width: LayerWidth, head_dim: int, hidden: int, ratio: float, inde
     return groups, channels
 
 
-def width_prune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: WidthConfig) -> WidthResult:
-    """Remove heads and FFN channels from every decoder layer in place (see the module docstring)."""
+def width_prune(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: WidthConfig,
+    calibration: CalibrationConfig = WIDTH_CALIBRATION,
+) -> WidthResult:
+    """Remove heads and FFN channels from every decoder layer in place (see the module docstring),
+    calibrating on ``calibration``."""
     layout = get_layout(model)
     text_config = decoder_config(model)
     _, head_dim = dense_width(model)
@@ -115,8 +120,7 @@ def width_prune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conf
         for i, (layer, r) in enumerate(zip(layers, ratios, strict=True))
     ]
     start, before = time.perf_counter(), sum(p.numel() for p in model.parameters())
-    calibration = load_calibration(tokenizer, config.calibration)
-    inputs = capture_layer_calls(model, calibration.batches(config.batch_size))
+    inputs = capture_layer_calls(model, load_calibration(tokenizer, calibration).batches(config.batch_size))
     widths = []
     for index in track(range(len(layers)), description=f"width ({config.method})"):
         layer_inputs = inputs.for_layer(index)
@@ -135,7 +139,7 @@ def width_prune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, conf
         ratios=ratios,
         widths=[asdict(w) for w in widths],
         damp=config.damp,
-        calibration=asdict(config.calibration),
+        calibration=asdict(calibration),
     )
     return result
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
 
@@ -21,7 +21,8 @@ from layerprune.registry import Registry
 if TYPE_CHECKING:
     from layerprune.width.sparsify import SparsifyConfig
 
-PATTERNS = ("unstructured", "2:4")
+Pattern = Literal["unstructured", "2:4"]
+PATTERNS = get_args(Pattern)
 
 
 @dataclass

@@ -17,56 +17,53 @@ import copy
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Annotated
 
 import torch
+from pydantic import Field
 from rich.progress import track
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.calibration import CalibrationConfig, load_calibration
+from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_layers
 from layerprune.provenance import get_provenance, record_step
 from layerprune.width.layer_inputs import LayerCalls, LayerInputs, capture_layer_calls, input_hessians
-from layerprune.width.sparse import ALLOCATIONS, PATTERNS, SPARSE_PRUNERS, AllocationContext, SparseRequest
+from layerprune.width.prune import WIDTH_CALIBRATION, Ratio
+from layerprune.width.sparse import ALLOCATIONS, SPARSE_PRUNERS, AllocationContext, Pattern, SparseRequest
+
+NonNegative = Annotated[float, Field(ge=0)]
 
 
-@dataclass
+@strict_config
 class SparsifyConfig:
-    """Settings of the sparsify stage; ``sparsity`` is the mean fraction of decoder-layer weights zeroed."""
+    """Settings of the sparsify stage (the recipe's ``sparsify`` section); ``sparsity`` is the mean
+    fraction of decoder-layer weights zeroed. ``dsa_*`` set DSA's search (see :mod:`.allocation_dsa`)."""
 
     pruner: str = "wanda"
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
+    sparsity: Ratio = 0.5
+    pattern: Pattern = "unstructured"
     allocation: str = "uniform"
     owl_m: float = 5.0
-    owl_lambda: float = 0.08
-    alpha_epsilon: float = 0.1
-    damp: float = 0.01
+    owl_lambda: NonNegative = 0.08
+    alpha_epsilon: NonNegative = 0.1
+    damp: NonNegative = 0.01
     dsa_function: str | None = None
     dsa_state: str | None = None
-    dsa_generations: int = 3
-    dsa_population: int = 6
+    dsa_generations: Annotated[int, Field(ge=0)] = 3
+    dsa_population: Annotated[int, Field(ge=2)] = 6
     dsa_seed: int = 0
-    dsa_samples: int = 8
-    batch_size: int = 4
-    calibration: CalibrationConfig = field(default_factory=lambda: CalibrationConfig(samples=32))
+    dsa_samples: Annotated[int, Field(ge=1)] = 8
+    batch_size: Annotated[int, Field(ge=1)] = 4
 
     def __post_init__(self) -> None:
         SPARSE_PRUNERS.get(self.pruner)
         ALLOCATIONS.get(self.allocation)
-        if not 0 < self.sparsity < 1:
-            raise UserError(f"sparsity must be in (0, 1), got {self.sparsity}")
-        if self.pattern not in PATTERNS:
-            raise UserError(f"unknown sparsity pattern {self.pattern!r}; use {' or '.join(PATTERNS)}")
         if self.pattern == "2:4" and (self.sparsity != 0.5 or self.allocation != "uniform"):
             raise UserError("the 2:4 pattern is 50 % in every layer: use sparsity 0.5 with the uniform allocation")
-        if min(self.dsa_generations, self.dsa_population - 2, self.dsa_samples) < 0:
-            raise UserError("DSA needs generations ≥ 0, a population of at least 2 and samples ≥ 0")
-        for name in ("owl_lambda", "alpha_epsilon", "damp"):
-            if getattr(self, name) < 0:
-                raise UserError(f"{name} must be ≥ 0, got {getattr(self, name)}")
 
 
 @dataclass
@@ -94,15 +91,21 @@ def check_pattern(model: PreTrainedModel, pattern: str) -> None:
                 )
 
 
-def sparsify(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: SparsifyConfig) -> SparsifyResult:
-    """Zero ``config.sparsity`` of the decoder layers' linear weights (see the module docstring)."""
+def sparsify(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: SparsifyConfig,
+    calibration: CalibrationConfig = WIDTH_CALIBRATION,
+) -> SparsifyResult:
+    """Zero ``config.sparsity`` of the decoder layers' linear weights (see the module docstring),
+    calibrating on ``calibration`` (DSA's fitness windows: the same source with seed + 1)."""
     check_pattern(model, config.pattern)
     if config.allocation == "dsa" and config.dsa_function is None:
         config = replace(config, dsa_function=default_function_name(model, config))
     start = time.perf_counter()
-    calls = capture_layer_calls(model, load_calibration(tokenizer, config.calibration).batches(config.batch_size))
+    calls = capture_layer_calls(model, load_calibration(tokenizer, calibration).batches(config.batch_size))
     context = allocation_context(model, calls, config)
-    context.evaluate = _fitness(model, tokenizer, calls, config)
+    context.evaluate = _fitness(model, tokenizer, calls, config, calibration)
     sparsities = allocate(context)
     achieved = prune_layers(model, calls, sparsities, config)
     record_step(
@@ -115,7 +118,7 @@ def sparsify(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config:
         sparsities=sparsities,
         achieved=achieved,
         function=context.found_function,
-        calibration=asdict(config.calibration),
+        calibration=asdict(calibration),
     )
     return SparsifyResult(sparsities, achieved, time.perf_counter() - start, context.found_function)
 
@@ -163,11 +166,9 @@ def allocate(context: AllocationContext) -> list[float]:
     return sparsities
 
 
-def _fitness(model, tokenizer, calls: LayerCalls, config: SparsifyConfig):
+def _fitness(model, tokenizer, calls: LayerCalls, config: SparsifyConfig, calibration: CalibrationConfig):
     """DSA's fitness: perplexity on held-out calibration windows of a copy pruned with given sparsities."""
-    held = load_calibration(
-        tokenizer, replace(config.calibration, seed=config.calibration.seed + 1, samples=config.dsa_samples)
-    )
+    held = load_calibration(tokenizer, replace(calibration, seed=calibration.seed + 1, samples=config.dsa_samples))
 
     @torch.no_grad()
     def evaluate(sparsities: list[float]) -> float:
