@@ -122,6 +122,7 @@ FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1, use_mamba_kernels=False),
     "bamba": dict(attn_layer_indices=[1, 3]),
     "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba", "attention"]),
+    "lfm2": dict(layer_types=["conv", "full_attention", "conv", "full_attention"], full_attn_idxs=[1, 3]),
     "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv", "full_attention"], num_dense_layers=1),
     "ministral": dict(head_dim=8),
     "nemotron_h": dict(layers_block_type=["mamba", "attention", "moe", "attention"]),
