@@ -132,6 +132,28 @@ FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "hunyuan_v1_moe": dict(head_dim=8),
     "mamba2": dict(num_heads=8),
     "dots3_note_text": dict(num_key_value_heads=4),
+    # The defaults leave the expert count, top-k or key/value heads unset (None); mix dense and MoE layers.
+    "deepseek_v2": dict(num_experts_per_tok=2, first_k_dense_replace=1),
+    "dots1": dict(n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1),
+    "nemotron": dict(num_key_value_heads=2),
+    # DbrxAttention reads attn_config.rope_theta, which its config class no longer sets; clip_qkv as in DBRX.
+    "dbrx": dict(attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0)),
+    # Every cache-sharing layer kind needs a producer of its kind before the shared layers.
+    "gemma3n_text": dict(layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"]),
+    # The shared attention block reads the hidden states concatenated with the embeddings (2 × hidden size);
+    # Zamba ties it across hybrid layers, so the cuts of the gate keep two of them.
+    "zamba": dict(
+        layers_block_type=["hybrid", "hybrid", "linear_attention", "hybrid"],
+        attention_hidden_size=64,
+        attention_head_dim=16,
+    ),
+    "zamba2": dict(
+        layers_block_type=["linear_attention", "hybrid", "linear_attention", "hybrid"],
+        hybrid_layer_ids=[1, 3],
+        mamba_headdim=8,
+        attention_hidden_size=64,
+        attention_head_dim=16,
+    ),
 }
 
 

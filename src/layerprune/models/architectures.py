@@ -168,6 +168,14 @@ register_override(
 )
 
 
+register_override(
+    "zamba2",
+    refusal="the hybrid layers share one attention block whose per-layer adapters (gate_up_proj_adapter_list, "
+    "linear_q/k/v_adapter_list) each layer picks by its index in hybrid_layer_ids, through a map the block builds "
+    "from the config once; removing a layer re-indexes them",
+)
+
+
 _BLOCK_ATTENTION_RESIDUALS = (
     "the model loop hands every layer the block states (attention residuals) that earlier layers wrote, one per "
     "n_layers_per_attn_res_block layers, so no stand-in can bypass or resume a layer (the metrics and the "
