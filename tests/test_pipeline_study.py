@@ -71,3 +71,23 @@ def test_two_by_two_study_writes_four_rows_and_plots(workspace) -> None:
     for figure in ("quality.png", "cost.png", "layers.png"):
         assert (workspace / "out" / figure).stat().st_size > 0, figure
     assert "quality.png" in (workspace / "out" / "results.md").read_text()
+
+
+def test_set_changes_every_cell_and_a_misspelled_key_exits_2(workspace, capsys) -> None:
+    study = _study(workspace, {"select.metric": ["bi", "reverse-order"]})
+    _, cells = load_study(study, ["heal.train.max_steps=3", "evaluate.perplexity.max_windows=1"])
+    assert [cell.recipe.heal.train.max_steps for cell in cells] == [3, 3]
+    assert [cell.recipe.evaluate.perplexity.max_windows for cell in cells] == [1, 1]
+    misspelled = ["--set", "heal.trian.max_steps=3"]
+    assert main(["study", study, "--output", str(workspace / "out"), "--dry-run", *misspelled]) == 2
+    assert "trian" in capsys.readouterr().err
+    assert not (workspace / "out").exists()
+
+
+def test_overwrite_starts_from_an_empty_study_directory(workspace, monkeypatch) -> None:
+    output = workspace / "out"
+    (output / "cache" / "stale-0").mkdir(parents=True)
+    monkeypatch.setattr("layerprune.pipeline.study.run_recipe", lambda *a, **k: None)
+    monkeypatch.setattr("layerprune.pipeline.study.write_study_report", lambda *a, **k: None)
+    run_study(_study(workspace, {"select.metric": ["bi"]}), output, overwrite=True)
+    assert not (output / "cache" / "stale-0").exists()

@@ -21,20 +21,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("run", help="run a recipe (a file or a shipped name) into a run directory")
     parser.add_argument("recipe", help="a recipe .yaml/.json file or a shipped name (see `layerprune recipes`)")
     add_pipeline_arguments(parser, "the run directory (default: runs/<recipe name>)")
+    parser.set_defaults(run=run)
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--output``, ``--dry-run``, ``--overwrite`` and ``--set`` (shared by ``run`` and ``study``)."""
+    parser.add_argument("--output", default=None, help=what)
     parser.add_argument(
         "--set",
         dest="overrides",
         action="append",
         default=[],
         metavar="KEY.PATH=VALUE",
-        help="override one recipe key (repeatable), e.g. --set heal.train.max_steps=20",
+        help="override one recipe key (repeatable; in a study, of every cell), e.g. --set heal.train.max_steps=20",
     )
-    parser.set_defaults(run=run)
-
-
-def add_pipeline_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--output``, ``--dry-run`` and ``--overwrite`` (shared by ``run`` and ``study``)."""
-    parser.add_argument("--output", default=None, help=what)
     parser.add_argument("--dry-run", action="store_true", help="validate and print the plan; load no model")
     parser.add_argument("--overwrite", action="store_true", help="replace an output that is not this run")
 

@@ -5,6 +5,8 @@ Example::
     layerprune study reassessing --output runs/reassessing --dry-run   # lists the 14 cells
 
 Re-run the same command to resume a killed study, or after adding grid values: only new cells run.
+``--set key.path=value`` changes every cell (e.g. ``--set evaluate.tasks=[zeroshot7]``); ``--overwrite``
+starts from an empty study directory.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     output = Path(args.output or default_output(args.study))
-    rows = run_study(args.study, output, dry_run=args.dry_run)
+    rows = run_study(args.study, output, dry_run=args.dry_run, overrides=args.overrides, overwrite=args.overwrite)
     if rows:
         console.print(f"{len(rows)} cells: {output / 'results.csv'}, {output / 'results.md'}")
     return 0

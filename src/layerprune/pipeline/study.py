@@ -24,6 +24,8 @@ import csv
 import io
 import itertools
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from layerprune.config import ConfigError
 from layerprune.errors import UserError
 from layerprune.pipeline.recipe import (
     Recipe,
+    parse_override,
     read_mapping,
     resolve_shipped,
     set_key,
@@ -54,8 +57,12 @@ class Cell:
     recipe: Recipe
 
 
-def load_study(source: str | Path) -> tuple[dict[str, Any], list[Cell]]:
-    """Read a study file (or shipped name) and validate every cell's recipe; nothing is loaded."""
+def load_study(source: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[str, Any], list[Cell]]:
+    """Read a study file (or shipped name) and validate every cell's recipe; nothing is loaded.
+
+    ``overrides`` (``key.path=value``, as ``run --set``) apply to the base after the study's own
+    ``set`` and before the grid, so they change every cell.
+    """
     path = resolve_shipped(str(source), "studies")
     study = read_mapping(path)
     unknown = sorted(set(study) - STUDY_KEYS)
@@ -67,6 +74,8 @@ def load_study(source: str | Path) -> tuple[dict[str, Any], list[Cell]]:
     base = _base(study.get("base"), path)
     for key, value in (study.get("set") or {}).items():
         set_key(base, key, value)
+    for override in overrides:
+        set_key(base, *parse_override(override))
     cells = [_cell(base, dict(zip(grid, values, strict=True)), source) for values in itertools.product(*grid.values())]
     return study, cells
 
@@ -100,10 +109,21 @@ def _label(key: str, value: Any) -> str:
     return f"{key.rsplit('.', 1)[-1]}-{value}" if key else str(value)
 
 
-def run_study(source: str | Path, output: str | Path, dry_run: bool = False) -> list[dict[str, Any]]:
-    """Run every cell of the study into ``output``; return the rows of ``results.csv``."""
+def run_study(
+    source: str | Path,
+    output: str | Path,
+    dry_run: bool = False,
+    overrides: Sequence[str] = (),
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every cell of the study into ``output``; return the rows of ``results.csv``.
+
+    ``overwrite`` removes ``output`` first (its cache included), so nothing is reused.
+    """
     output = Path(output)
-    study, cells = load_study(source)
+    study, cells = load_study(source, overrides)
+    if overwrite and output.exists() and not dry_run:
+        shutil.rmtree(output)
     store = CacheStore(output / "cache")
     metrics = _metrics_by_scoring(cells, store)
     _print_cells(cells, store, metrics)
