@@ -83,7 +83,7 @@ def unmap_large_blocks_on_free() -> None:
     By default glibc raises its mmap threshold (up to 32 MiB) whenever a mapped block is
     freed, so after the first layer is freed later layers' tensors and activations come
     from the heap, whose freed blocks between live ones (states) stay resident: peak RSS
-    grew by about a layer per layer (1.01 × the weights on the 3 GB bench model, 0.4 × with
+    grew by about a layer per layer (1.01 × the weights on the 3 GB bench model, 0.55 × with
     a fixed threshold; BENCHMARKS.md). Setting the threshold turns that adjustment off for
     the process. No-op where the C library is not glibc.
     """
