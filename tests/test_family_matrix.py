@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from family_matrix import gate
-from tiny_families import causal_lm_types
+from layerprune.errors import UserError
+from layerprune.surgery import remove_layers
+from tiny_families import causal_lm_types, tiny_family_model
 
 EXPECTED = json.loads((Path(__file__).with_name("family_matrix_expected.json")).read_text())
 
@@ -43,3 +45,9 @@ def test_family_gate(model_type: str) -> None:
         assert outcome == expected
     else:
         assert _kind(outcome) == _kind(expected), outcome
+
+
+def test_a_cut_that_transformers_cannot_build_is_refused_with_its_error() -> None:
+    """Zamba ties its hybrid layers' shared block to the first one; transformers 5 cannot build a Zamba with one."""
+    with pytest.raises(UserError, match=r"'zamba': transformers cannot build its config after the cut \(ValueError"):
+        remove_layers(tiny_family_model("zamba"), [0, 1])

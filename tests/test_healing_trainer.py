@@ -151,6 +151,20 @@ def test_distillation_from_the_dense_model(tmp_path, text_file) -> None:
         heal(orphan, TOKENIZER, config(tmp_path, text_file, "kd2", loss="kd"))
 
 
+def test_hidden_state_distillation_from_a_copy_of_itself_is_exactly_zero(tmp_path, text_file) -> None:
+    """mse on the last hidden states: identical student and teacher give loss 0, so AdamW moves nothing."""
+    student, teacher = tiny_model("llama"), tiny_model("llama")
+    result = heal(
+        student, TOKENIZER, config(tmp_path, text_file, "mse", loss="mse", cache_prefix=False), teacher=teacher
+    )
+    curve = json.loads((tmp_path / "mse" / "loss_curve.json").read_text())["train"]
+    assert [e["loss"] for e in curve] == [0.0] * 4
+    assert_same_weights(result.model, teacher)
+    pruned = remove_layers(tiny_model("llama"), [1])
+    heal(pruned, TOKENIZER, config(tmp_path, text_file, "mse2", loss="mse"), teacher=teacher)
+    assert json.loads((tmp_path / "mse2" / "loss_curve.json").read_text())["train"][0]["loss"] > 1e-3
+
+
 def test_token_budget_sets_the_steps(tmp_path, text_file) -> None:
     run = config(tmp_path, text_file, "budget", max_steps=None, max_tokens=200, eval_steps=10)
     run.data.packing, run.data.validation_size = True, 0

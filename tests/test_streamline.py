@@ -1,4 +1,5 @@
-"""LLM-Streamline: block choice, MSE training lowers the block-output error, bounded memory, a standard model."""
+"""LLM-Streamline: block choice, training through the Trainer equals hand AdamW, MSE lowers the block error,
+bounded memory, a standard model."""
 
 import copy
 import json
@@ -10,7 +11,14 @@ import pytest
 import torch
 
 from layerprune.errors import UserError
-from layerprune.merging.streamline import StreamlineConfig, choose_block, replace_block, replacement_error
+from layerprune.execution import Bypass, bypassed, capture_layer_inputs
+from layerprune.merging.streamline import (
+    StreamlineConfig,
+    choose_block,
+    replace_block,
+    replacement_error,
+    train_replacement,
+)
 from layerprune.models import decoder_layers, num_layers
 from layerprune.provenance import get_provenance
 from model_checks import assert_cache_consistent, assert_reloads_equal
@@ -34,6 +42,60 @@ def test_choose_block_picks_the_block_that_changes_the_state_least() -> None:
     assert choose_block(model, _batches(2), 1, "cosine")[1] > 0.999
     with pytest.raises(UserError):
         choose_block(model, _batches(1), 6, "cosine")
+
+
+def _hand_loss(model, layer, first: int, last: int, ids: torch.Tensor, mask: torch.Tensor, train: str) -> torch.Tensor:
+    """The old loop's losses, written out on a copy of the model whose layer ``first`` is ``layer``."""
+    student = copy.deepcopy(model).requires_grad_(False)
+    decoder_layers(student)[first] = layer
+    if train == "lm":
+        with bypassed(student, range(first + 1, last + 1)):
+            return student(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+    outputs: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda module, args, output: outputs.append(output))
+    student(input_ids=ids, attention_mask=mask)
+    handle.remove()
+    target = capture_layer_inputs(model, ids, mask)[last + 1]
+    keep = mask.bool()
+    return ((outputs[0] - target)[keep] ** 2).mean()
+
+
+@pytest.mark.parametrize("train", ["mse", "lm"])
+def test_trainer_steps_equal_hand_adamw_steps(train: str) -> None:
+    """Two Trainer steps = two torch.optim.AdamW steps (same lr, no decay, warm-up or clipping) on the same batches."""
+    model = deep_tiny("llama", 4)
+    first, last, batches = 1, 2, _batches(2, seed=5)
+    padded = batches[1][1].clone()
+    padded[1, 10:] = 0  # padding in the second batch: it must count nowhere
+    batches[1] = (batches[1][0], padded)
+    layer = copy.deepcopy(decoder_layers(model)[first])
+    reference = copy.deepcopy(layer).requires_grad_(True)
+    losses = train_replacement(model, layer, first, last, batches, StreamlineConfig(train=train, learning_rate=1e-2))
+    optimizer = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.0)
+    expected = []
+    for ids, mask in batches:
+        loss = _hand_loss(model, reference, first, last, ids, mask, train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+    assert losses == pytest.approx(expected, rel=1e-5)
+    initial = decoder_layers(model)[first].state_dict()
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(layer.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        assert (value - initial[name]).abs().max() > 1e-3, name  # every tensor moved (by about lr per step)
+
+
+def test_replacement_error_is_the_block_output_mse_of_an_identity_layer() -> None:
+    """An identity replacement predicts x_first, so the error is mean((x_first − y_last)²) over real tokens."""
+    model = deep_tiny("llama", 4)
+    (ids, mask), first, last = _batches(1, seed=7)[0], 1, 2
+    mask[0, 9:] = 0
+    states = capture_layer_inputs(model, ids, mask)
+    keep = mask.bool()
+    expected = ((states[first] - states[last + 1])[keep] ** 2).mean().item()
+    assert replacement_error(model, Bypass(), first, last, [(ids, mask)]) == pytest.approx(expected, rel=1e-6)
+    assert replacement_error(model, decoder_layers(model)[first], first, first, [(ids, mask)]) == 0.0
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen3"])
@@ -74,7 +136,7 @@ model = tiny_model("llama", hidden_size=256, intermediate_size=256, num_attentio
 layer = decoder_layers(model)[1]
 mask = torch.ones(16, 256, dtype=torch.long)
 batches = ((token_batch(16, 256, seed=i), mask) for i in range({count}))
-train_replacement(model, layer, 1, 2, batches, StreamlineConfig(learning_rate=1e-4))
+train_replacement(model, layer, 1, 2, batches, StreamlineConfig(learning_rate=1e-4, batch_size=16))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps(before / 1024))
 """
@@ -89,6 +151,6 @@ def _peak_mib(count: int) -> float:
 
 def test_mse_training_peak_memory_does_not_grow_with_batches() -> None:
     # each batch's (input, output) pair is 2 × 16 × 256 × 256 floats = 8 MiB: caching 38 more would add 304 MiB;
-    # measured: 2, 8, 24, 48 batches → 675, 672, 684, 687 MiB (run-to-run noise about ±30 MiB)
+    # measured (Trainer, batch_size 16): 2, 12, 40, 80 batches → 696, 740, 757, 757 MiB (noise about ±30 MiB)
     few, many = _peak_mib(2), _peak_mib(40)
     assert many - few < 100, (few, many)

@@ -5,7 +5,8 @@ size 32, 4 heads, 4 layers, vocabulary 128, 4 experts, state sizes 8, …; sub-c
 composite models shrink too, the vision and audio towers to one layer). Lists with one
 entry per layer are cut to 4 entries that still mix their kinds, and special token ids
 move to 96..127 so that the ids :func:`tiny_models.token_batch` draws (3..95) are plain
-text. ``FAMILY_OVERRIDES`` holds the few hand-made settings a family needs on top.
+text. ``FAMILY_OVERRIDES`` holds the few hand-made settings a family needs on top (applied to the
+family's sub-config inside composite models too).
 """
 
 from __future__ import annotations
@@ -117,11 +118,13 @@ _WINDOWS = ("sliding_window", "sliding_window_size", "attention_window_size", "a
 _AT_LEAST_ALL_TOKENS = ("index_topk",)
 _HEADS_PER_STATE = ("mamba_n_heads", "mamba_num_heads", "n_mamba_heads")
 
+_ATTENTION_KINDS = ("full_attention", "sliding_attention")
 _HYBRID4 = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
 FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "jamba": dict(attn_layer_period=2, attn_layer_offset=1, use_mamba_kernels=False),
     "bamba": dict(attn_layer_indices=[1, 3]),
     "granitemoehybrid": dict(layer_types=["mamba", "attention", "mamba", "attention"]),
+    "lfm2": dict(layer_types=["conv", "full_attention", "conv", "full_attention"], full_attn_idxs=[1, 3]),
     "lfm2_moe": dict(layer_types=["conv", "full_attention", "conv", "full_attention"], num_dense_layers=1),
     "ministral": dict(head_dim=8),
     "nemotron_h": dict(layers_block_type=["mamba", "attention", "moe", "attention"]),
@@ -131,6 +134,36 @@ FAMILY_OVERRIDES: dict[str, dict[str, Any]] = {
     "hunyuan_v1_moe": dict(head_dim=8),
     "mamba2": dict(num_heads=8),
     "dots3_note_text": dict(num_key_value_heads=4),
+    # The defaults leave the expert count, top-k or key/value heads unset (None); mix dense and MoE layers.
+    "deepseek_v2": dict(num_experts_per_tok=2, first_k_dense_replace=1),
+    "dots1": dict(n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1),
+    "nemotron": dict(num_key_value_heads=2),
+    # DbrxAttention reads attn_config.rope_theta, which its config class no longer sets; clip_qkv as in DBRX.
+    "dbrx": dict(attn_config=dict(kv_n_heads=2, rope_theta=10000.0, clip_qkv=8.0)),
+    # Every cache-sharing layer kind needs a producer of its kind before the shared layers.
+    "gemma3n_text": dict(layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"]),
+    # The defaults leave the sparse indexer unsized (None); its budget keeps every token (see index_topk).
+    "qwen4_exp_text": dict(
+        indexer_n_heads=2, indexer_kv_heads=1, indexer_head_dim=8, indexer_budget=16, indexer_compress_ratio=2
+    ),
+    # The default rope_parameters are empty, but each attention kind reads its own entry.
+    "cohere_compass_text": dict(
+        rope_parameters={kind: {"rope_type": "default", "rope_theta": 10000.0} for kind in _ATTENTION_KINDS}
+    ),
+    # The shared attention block reads the hidden states concatenated with the embeddings (2 × hidden size);
+    # Zamba ties it across hybrid layers, so the cuts of the gate keep two of them.
+    "zamba": dict(
+        layers_block_type=["hybrid", "hybrid", "linear_attention", "hybrid"],
+        attention_hidden_size=64,
+        attention_head_dim=16,
+    ),
+    "zamba2": dict(
+        layers_block_type=["linear_attention", "hybrid", "linear_attention", "hybrid"],
+        hybrid_layer_ids=[1, 3],
+        mamba_headdim=8,
+        attention_hidden_size=64,
+        attention_head_dim=16,
+    ),
 }
 
 
@@ -175,7 +208,8 @@ def _shrink(values: dict[str, Any], layers: int, specials) -> dict[str, Any]:
 def _shrink_value(key: str, value: Any, layers: int, old_layers: int | None, specials) -> Any:
     if isinstance(value, dict) and "model_type" in value:
         tower = "text" in key or "decoder" in key or key == "llm_config"
-        return {"model_type": value["model_type"], **_shrink(value, layers if tower else 1, specials)}
+        shrunk = _shrink(value, layers if tower else 1, specials)
+        return {"model_type": value["model_type"], **shrunk, **FAMILY_OVERRIDES.get(value["model_type"], {})}
     if key == "per_layer_config" and isinstance(value, dict):
         return {k: v for k, v in value.items() if int(k) < layers}
     if isinstance(value, list) and old_layers and len(value) == old_layers and old_layers != layers:

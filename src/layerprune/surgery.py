@@ -239,7 +239,13 @@ def check_rebuilt_layers(
     wrappers on the real layers do not enter the comparison.
     """
     before = get_submodule(meta_model(old_config, model_class), arch.layers)
-    after = get_submodule(meta_model(new_config, model_class), arch.layers)
+    try:
+        after = get_submodule(meta_model(new_config, model_class), arch.layers)
+    except Exception as error:  # transformers cannot build the cut config (Zamba with one hybrid layer left)
+        raise UserError(
+            f"cannot remove layers of model_type {arch.family!r}: transformers cannot build its config after the "
+            f"cut ({type(error).__name__}: {str(error)[:200]})"
+        ) from error
     for index, source in enumerate(layer_map):
         difference = _first_difference(layer_signature(before[source]), layer_signature(after[index]))
         if difference:

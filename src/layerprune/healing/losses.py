@@ -1,6 +1,9 @@
-"""Healing losses (``LOSSES``): next-token cross-entropy, distillation from the dense model, and their mix.
+"""Training losses (``LOSSES``): next-token cross-entropy, distillation on logits or hidden states, mixes.
 
-All losses are means over the *trained positions*: position ``t`` predicts token ``t+1`` and
+Every loss takes one :class:`LossInputs` (the student's outputs: logits and hidden states;
+the labels; the teacher's outputs) and a :class:`LossConfig`, so the healing Trainer and
+LLM-Streamline's replacement-layer training (:mod:`layerprune.merging.streamline`) share them.
+Logit losses are means over the *trained positions*: position ``t`` predicts token ``t+1`` and
 counts when ``labels[t+1] ≠ −100`` (response tokens of instruction data, every real token of
 plain text). Distillation follows Hinton et al. (2015) and Minitron (Muralidharan et al.,
 2024), which distil pruned Llama/Nemotron models from their dense parents on logits.
@@ -9,11 +12,13 @@ plain text). Distillation follows Hinton et al. (2015) and Minitron (Muralidhara
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from transformers.utils import ModelOutput
 
 from layerprune.config import strict_config
 from layerprune.errors import UserError
@@ -33,8 +38,26 @@ class LossConfig:
     def needs_teacher(self) -> bool:
         return self.name != "ce"
 
+    @property
+    def needs_hidden_states(self) -> bool:
+        return self.name == "mse"
 
-LossFunction = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None, LossConfig], torch.Tensor]
+
+@dataclass
+class LossInputs:
+    """What a loss sees: the student's outputs (``logits``, ``hidden_states``), the labels, the teacher's outputs."""
+
+    student: ModelOutput
+    labels: torch.Tensor
+    teacher: ModelOutput | None = None
+
+    def teacher_outputs(self, loss: str) -> ModelOutput:
+        if self.teacher is None:
+            raise UserError(f"the {loss} loss needs a teacher model")
+        return self.teacher
+
+
+LossFunction = Callable[[LossInputs, LossConfig], torch.Tensor]
 LOSSES: Registry[LossFunction] = Registry("healing loss")
 
 
@@ -46,23 +69,22 @@ def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @LOSSES.register("ce")
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, config: LossConfig):
+def cross_entropy(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
     """ce = −mean_t log p_S(x_{t+1} | x_≤t) over trained positions (the paper's healing loss)."""
-    predicting, targets = shifted(logits, labels)
+    predicting, targets = shifted(inputs.student.logits, inputs.labels)
     return F.cross_entropy(predicting.float(), targets)
 
 
 @LOSSES.register("kd")
-def distillation(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, config: LossConfig):
+def distillation(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
     """kd = T² · mean_t KL(p_T ‖ p_S) with p = softmax(z / T), over trained positions.
 
     KL(p_T ‖ p_S) = Σ_v p_T(v) (log p_T(v) − log p_S(v)) is the forward KL of Hinton et al.;
     the T² factor keeps gradient magnitudes comparable across temperatures.
     """
-    if teacher is None:
-        raise UserError("the kd loss needs a teacher model")
-    student, _ = shifted(logits, labels)
-    reference, _ = shifted(teacher, labels)
+    teacher = inputs.teacher_outputs("kd")
+    student, _ = shifted(inputs.student.logits, inputs.labels)
+    reference, _ = shifted(teacher.logits, inputs.labels)
     t = config.temperature
     log_student = F.log_softmax(student.float() / t, dim=-1)
     log_teacher = F.log_softmax(reference.float() / t, dim=-1)
@@ -71,7 +93,20 @@ def distillation(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tens
 
 
 @LOSSES.register("ce+kd")
-def mixed(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None, config: LossConfig):
+def mixed(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
     """ce+kd = α · ce + (1 − α) · kd."""
-    ce = cross_entropy(logits, labels, teacher, config)
-    return config.alpha * ce + (1 - config.alpha) * distillation(logits, labels, teacher, config)
+    return config.alpha * cross_entropy(inputs, config) + (1 - config.alpha) * distillation(inputs, config)
+
+
+@LOSSES.register("mse")
+def hidden_mse(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
+    """mse = mean over positions t with ``labels[t] ≠ −100`` and features j of (h_S[t, j] − h_T[t, j])².
+
+    h is the last entry of ``hidden_states``: for a whole model, the final hidden state
+    (after the final norm); for LLM-Streamline, the replacement layer's output h_S = f(x_i)
+    and the frozen block's output h_T = y_{i+n} (Chen et al., 2024, eq. 2).
+    """
+    keep = inputs.labels != IGNORE
+    student = inputs.student.hidden_states[-1][keep]
+    teacher = inputs.teacher_outputs("mse").hidden_states[-1][keep]
+    return F.mse_loss(student.float(), teacher.float())

@@ -1,8 +1,10 @@
-"""The one healing trainer: a transformers ``Trainer`` whose ``compute_loss`` knows the healing losses.
+"""The one trainer: a transformers ``Trainer`` whose ``compute_loss`` knows the losses of :mod:`.losses`.
 
-Everything else (optimizer, warm-up and schedule, gradient accumulation, evaluation, best
-checkpoint by validation loss, checkpoints and resume, progress bar, ``accelerate launch``,
-DeepSpeed/FSDP) is transformers' own code, configured from :class:`TrainConfig`.
+It heals pruned models (:mod:`layerprune.healing.heal`) and trains LLM-Streamline's
+replacement layer (:mod:`layerprune.merging.streamline`). Everything else (optimizer, warm-up
+and schedule, gradient accumulation, evaluation, best checkpoint by validation loss,
+checkpoints and resume, progress bar, ``accelerate launch``, DeepSpeed/FSDP) is transformers'
+own code, configured from :class:`TrainConfig`.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import torch
 from pydantic import Field
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.utils import ModelOutput
 
 from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.execution import resumed_from
 from layerprune.healing.data import TokenizedDataset
-from layerprune.healing.losses import LOSSES, LossConfig
+from layerprune.healing.losses import LOSSES, LossConfig, LossInputs
 from layerprune.healing.prefix_cache import PrefixCache
 
 
@@ -31,6 +35,7 @@ class TrainConfig:
 
     ``warmup`` < 1 is a fraction of the steps. ``eval_steps`` is also the checkpoint interval,
     so that the best checkpoint by validation loss can be restored at the end.
+    ``max_grad_norm`` clips the gradient norm (0: no clipping).
     """
 
     learning_rate: Annotated[float, Field(gt=0)] = 1e-4
@@ -42,6 +47,7 @@ class TrainConfig:
     warmup: Annotated[float, Field(ge=0)] = 0.03
     scheduler: str = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0
     eval_steps: Annotated[int, Field(ge=1)] = 50
     logging_steps: Annotated[int, Field(ge=1)] = 10
     save_total_limit: Annotated[int, Field(ge=1)] = 2
@@ -54,7 +60,13 @@ class TrainConfig:
 
 
 class HealingTrainer(Trainer):
-    """``Trainer`` with the healing loss (ce, kd, ce+kd), an optional teacher and an optional prefix cache."""
+    """``Trainer`` with a loss of ``LOSSES`` (ce, kd, ce+kd, mse), an optional teacher and an optional prefix cache.
+
+    The loss receives the student's outputs (logits and, for ``mse``, hidden states), the
+    labels and the teacher's outputs. A student that runs its own teacher (LLM-Streamline's
+    frozen block, which shares its input with the replacement layer) returns the teacher's
+    outputs as ``outputs.teacher``; otherwise ``teacher`` is run on the batch.
+    """
 
     loss_is_scaled_for_ga = False
 
@@ -79,35 +91,46 @@ class HealingTrainer(Trainer):
         inputs: dict[str, torch.Tensor],
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.student_logits(model, inputs)
-        teacher_logits = self.teacher_logits(inputs) if self.loss_config.needs_teacher else None
-        loss = self.loss_function(logits, inputs["labels"], teacher_logits, self.loss_config)
-        return (loss, {"logits": logits}) if return_outputs else loss
+    ) -> torch.Tensor | tuple[torch.Tensor, ModelOutput]:
+        student = self.student_outputs(model, inputs)
+        teacher = self.teacher_outputs(inputs, student) if self.loss_config.needs_teacher else None
+        loss = self.loss_function(LossInputs(student, inputs["labels"], teacher), self.loss_config)
+        return (loss, student) if return_outputs else loss
 
-    def student_logits(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The student's logits; with a prefix cache, layers below ``cache.start`` are replayed, not run."""
-        call = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"], "use_cache": False}
+    def model_call(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
+        """Keyword arguments of a student or teacher forward pass on ``inputs``."""
+        return {
+            "input_ids": inputs["input_ids"],
+            "attention_mask": inputs["attention_mask"],
+            "use_cache": False,
+            "output_hidden_states": self.loss_config.needs_hidden_states,
+        }
+
+    def student_outputs(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        """The student's outputs; with a prefix cache, layers below ``cache.start`` are replayed, not run."""
         if self.prefix_cache is None:
-            return model(**call).logits
+            return model(**self.model_call(inputs))
         cache = self.prefix_cache
         hidden = cache.batch(inputs["sample_index"].cpu(), inputs["input_ids"].shape[1])
         dtype = next(model.parameters()).dtype
         unwrapped = self.accelerator.unwrap_model(model)
         with resumed_from(unwrapped, cache.start, hidden.to(inputs["input_ids"].device, dtype)):
-            return model(**call).logits
+            return model(**self.model_call(inputs))
 
-    def teacher_logits(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The teacher's logits, computed in inference mode (no graph) and timed."""
+    def teacher_outputs(self, inputs: dict[str, torch.Tensor], student: ModelOutput) -> ModelOutput:
+        """The student's own ``teacher`` outputs, else the teacher's, run in inference mode (no graph) and timed."""
+        if student.get("teacher") is not None:
+            return student["teacher"]
         if self.teacher is None:
             raise UserError(f"the {self.loss_config.name} loss needs a teacher model")
         began = time.perf_counter()
         with torch.inference_mode():
-            logits = self.teacher(
-                input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False
-            ).logits
+            outputs = self.teacher(**self.model_call(inputs))
         self.teacher_seconds += time.perf_counter() - began
-        return logits.clone()
+        hidden = outputs.hidden_states
+        return CausalLMOutputWithPast(
+            logits=outputs.logits.clone(), hidden_states=None if hidden is None else tuple(h.clone() for h in hidden)
+        )
 
 
 def budget_steps(config: TrainConfig, train: TokenizedDataset, world_size: int) -> int:
@@ -124,8 +147,10 @@ def budget_steps(config: TrainConfig, train: TokenizedDataset, world_size: int) 
     return max(1, math.ceil(config.max_tokens / per_step))
 
 
-def training_arguments(config: TrainConfig, checkpoint_dir: Path, has_validation: bool) -> TrainingArguments:
-    """transformers ``TrainingArguments`` for a healing run (checkpoints every ``eval_steps``)."""
+def training_arguments(
+    config: TrainConfig, checkpoint_dir: Path, has_validation: bool, checkpoints: bool = True
+) -> TrainingArguments:
+    """transformers ``TrainingArguments`` for a run (checkpoints every ``eval_steps`` unless ``checkpoints`` is off)."""
     evaluation = "steps" if has_validation else "no"
     return TrainingArguments(
         output_dir=str(checkpoint_dir),
@@ -136,11 +161,12 @@ def training_arguments(config: TrainConfig, checkpoint_dir: Path, has_validation
         lr_scheduler_type=config.scheduler,
         warmup_steps=config.warmup,
         weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
         num_train_epochs=config.epochs,
         logging_steps=config.logging_steps,
         eval_strategy=evaluation,
         eval_steps=config.eval_steps,
-        save_strategy="steps",
+        save_strategy="steps" if checkpoints else "no",
         save_steps=config.eval_steps,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=has_validation,

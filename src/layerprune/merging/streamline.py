@@ -10,9 +10,12 @@
    * ``mse``: ‖f(x_i) − y_{i+n}‖² against the frozen model's block output; the pair
      ``(x_i, y_{i+n})`` is computed batch by batch and dropped after the step, so memory does
      not grow with the amount of training data (the released code caches every pair in RAM);
-   * ``lm``: the next-token loss of the whole model with the new layer in place (streamed
-     the same way). This is a plain loop here, not the Healing trainer (whose branch could
-     not be merged cleanly at the time of writing).
+   * ``lm``: the next-token loss of the whole model with the new layer in place.
+
+   Training runs through the one Trainer (:class:`~layerprune.healing.trainer.HealingTrainer`,
+   so ``accelerate launch`` works) on a :class:`ReplacementModel`, minimising the healing loss
+   ``mse`` or ``ce`` (:mod:`layerprune.healing.losses`): AdamW at a constant learning rate, no
+   warm-up, weight decay or clipping, one step per ``batch_size`` windows in their order.
 
 The result goes through :func:`layerprune.surgery.replace_layers`: a standard model with
 ``L − n`` layers whose layer ``i`` is the trained one.
@@ -21,20 +24,28 @@ The result goes through :func:`layerprune.surgery.replace_layers`: a standard mo
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 from pydantic import Field
 from torch import nn
-from tqdm.auto import tqdm
-from transformers import PreTrainedModel
+from torch.utils.data import default_collate
+from transformers import PreTrainedModel, TrainingArguments
+from transformers.modeling_outputs import BaseModelOutput
+from transformers.utils import ModelOutput
 
 from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.execution import Bypass, capture_layer_inputs, resumed_from, substituted_layers
+from layerprune.healing.data import IGNORE
+from layerprune.healing.losses import LossConfig, LossInputs, hidden_mse
+from layerprune.healing.trainer import HealingTrainer, TrainConfig, training_arguments
 from layerprune.merging.candidates import Batch, as_batches, decoder_stack
 from layerprune.models import decoder_layers, final_norm
 from layerprune.provenance import get_provenance, record_step
@@ -140,28 +151,99 @@ def block_output(model: PreTrainedModel, ids: torch.Tensor, mask: torch.Tensor, 
     return captured[0]
 
 
-LossFunction = Callable[[PreTrainedModel, nn.Module, int, int, Batch], torch.Tensor]
-TRAINING_LOSSES: Registry[LossFunction] = Registry("streamline training loss")
+@dataclass
+class ReplacementOutput(ModelOutput):
+    """The replacement layer's output (``hidden_states[-1]``) and the frozen block's, as ``teacher``."""
+
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    teacher: ModelOutput | None = None
+
+
+class ReplacementModel(nn.Module):
+    """The frozen ``model`` with ``layer`` standing in for its layers ``first … last``: the Trainer's student.
+
+    ``forward`` returns what ``objective`` computes on a batch. ``train()`` switches only the
+    replacement layer's mode; the frozen model keeps its own (no dropout in frozen layers).
+    """
+
+    def __init__(self, model: PreTrainedModel, layer: nn.Module, first: int, last: int, objective: type[Objective]):
+        super().__init__()
+        self.model, self.layer = model, layer
+        self.first, self.last, self.objective = first, last, objective
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **options: Any) -> ModelOutput:
+        """The objective's outputs; the Trainer's ``options`` (``use_cache``, ``output_hidden_states``) go unused."""
+        return self.objective.outputs(self, input_ids, attention_mask)
+
+    def train(self, mode: bool = True) -> ReplacementModel:
+        self.training = mode
+        self.layer.train(mode)
+        return self
+
+
+class Objective:
+    """Base: what the student computes on a batch (``outputs``) and the loss of ``LOSSES`` it minimises (``loss``)."""
+
+    loss: str
+
+    @staticmethod
+    def outputs(student: ReplacementModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+        raise NotImplementedError
+
+
+TRAINING_LOSSES: Registry[type[Objective]] = Registry("streamline training loss")
 
 
 @TRAINING_LOSSES.register("mse")
-def mse_loss(model: PreTrainedModel, layer: nn.Module, first: int, last: int, batch: Batch) -> torch.Tensor:
-    """Mean squared error between ``layer(x_first)`` and the frozen block's output ``y_last`` over real tokens."""
-    ids, mask = batch
-    with torch.no_grad():
-        states = _block_io(model, ids, mask, first, last)
-    with resumed_from(model, first, states[0], extra={first: layer}):
-        prediction = block_output(model, ids, mask, first)
-    keep = mask.bool()
-    return nn.functional.mse_loss(prediction[keep], states[1][keep])
+class BlockMSE(Objective):
+    """Mean squared error between ``layer(x_first)`` and the frozen block's output ``y_last`` over real tokens.
+
+    One frozen pass (no graph) yields the block's input and output (the teacher); the
+    replacement layer then runs on that input alone, and the pass stops at its output.
+    """
+
+    loss = "mse"
+
+    @staticmethod
+    def outputs(student: ReplacementModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+        model, first = student.model, student.first
+        with torch.no_grad():
+            block_input, target = _block_io(model, input_ids, attention_mask, first, student.last)
+        with resumed_from(model, first, block_input, extra={first: student.layer}):
+            prediction = block_output(model, input_ids, attention_mask, first)
+        return ReplacementOutput(hidden_states=(prediction,), teacher=BaseModelOutput(hidden_states=(target,)))
 
 
 @TRAINING_LOSSES.register("lm")
-def lm_loss(model: PreTrainedModel, layer: nn.Module, first: int, last: int, batch: Batch) -> torch.Tensor:
-    """Next-token cross-entropy of the whole model with ``layer`` in place of the block (padding ignored)."""
-    ids, mask = batch
-    with substituted_layers(model, _replacement(layer, first, last)):
-        return model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+class LanguageModel(Objective):
+    """Next-token cross-entropy (the healing loss ``ce``) of the whole model with ``layer`` in place of the block."""
+
+    loss = "ce"
+
+    @staticmethod
+    def outputs(student: ReplacementModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> ModelOutput:
+        with substituted_layers(student.model, _replacement(student.layer, student.first, student.last)):
+            return student.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+
+
+class Windows(torch.utils.data.Dataset):
+    """Training windows as token ids (the hidden states are computed per step); padding is labelled −100."""
+
+    def __init__(self, batches: Iterable[Batch]) -> None:
+        pairs = list(batches)
+        self.input_ids = torch.cat([ids for ids, _ in pairs])
+        self.attention_mask = torch.cat([mask for _, mask in pairs])
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        ids, mask = self.input_ids[index], self.attention_mask[index]
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels_of(ids, mask)}
+
+
+def labels_of(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    return input_ids.masked_fill(attention_mask == 0, IGNORE)
 
 
 @torch.no_grad()
@@ -169,7 +251,11 @@ def replacement_error(
     model: PreTrainedModel, layer: nn.Module, first: int, last: int, batches: Iterable[Batch]
 ) -> float:
     """Mean block-output MSE of ``layer`` standing in for layers ``first … last`` of ``model``."""
-    errors = [float(mse_loss(model, layer, first, last, batch)) for batch in batches]
+    student = ReplacementModel(model, layer, first, last, BlockMSE)
+    errors = []
+    for ids, mask in batches:
+        outputs = student(ids, mask)
+        errors.append(float(hidden_mse(LossInputs(outputs, labels_of(ids, mask), outputs.teacher), LossConfig("mse"))))
     return sum(errors) / len(errors)
 
 
@@ -193,26 +279,49 @@ def _replacement(layer: nn.Module, first: int, last: int) -> dict[int, nn.Module
 def train_replacement(
     model: PreTrainedModel, layer: nn.Module, first: int, last: int, batches: Iterable[Batch], config: StreamlineConfig
 ) -> list[float]:
-    """Train ``layer`` to stand in for layers ``first … last`` on ``batches`` (consumed lazily); losses per step."""
-    loss_of = TRAINING_LOSSES.get(config.train)
+    """Train ``layer`` to stand in for layers ``first … last`` on ``batches`` with the Trainer; the loss per step.
+
+    Only the token ids of ``batches`` are gathered (as :class:`Windows`); hidden states are computed step by step.
+    """
+    objective = TRAINING_LOSSES.get(config.train)
+    student = ReplacementModel(model, layer, first, last, objective)
     frozen = [p for p in model.parameters() if p.requires_grad]
     for parameter in frozen:
         parameter.requires_grad_(False)
-    layer.train().requires_grad_(True)
-    optimizer = torch.optim.AdamW(layer.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    losses = []
+    layer.requires_grad_(True)
     try:
-        for batch in tqdm(batches, desc=f"streamline ({config.train})", unit="batch", leave=False):
-            loss = loss_of(model, layer, first, last, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+        with tempfile.TemporaryDirectory() as scratch:
+            trainer = HealingTrainer(
+                model=student,
+                args=_training_arguments(config, Path(scratch)),
+                train_dataset=Windows(batches),
+                data_collator=default_collate,
+                loss_config=LossConfig(objective.loss),
+            )
+            trainer.train()
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
         layer.eval()
-    return losses
+    return [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+
+
+def _training_arguments(config: StreamlineConfig, scratch: Path) -> TrainingArguments:
+    """One pass in order at a constant AdamW learning rate: no warm-up, weight decay, clipping or checkpoints."""
+    train = TrainConfig(
+        learning_rate=config.learning_rate,
+        batch_size=config.batch_size,
+        warmup=0,
+        scheduler="constant",
+        weight_decay=0.0,
+        max_grad_norm=0.0,
+        logging_steps=1,
+        seed=config.seed,
+        cache_prefix=False,
+    )
+    arguments = training_arguments(train, scratch, has_validation=False, checkpoints=False)
+    arguments.train_sampling_strategy = "sequential"
+    return arguments
 
 
 def replace_block(
@@ -232,10 +341,11 @@ def replace_block(
     first, similarity = choose_block(model, selection_batches, config.num_layers, config.metric, config.final_norm)
     last = first + config.num_layers
     layer = copy.deepcopy(decoder_layers(model)[first])
-    losses = []
-    for _ in range(config.epochs):
-        epoch = training.batches(config.batch_size) if hasattr(training, "batches") else training()
-        losses += train_replacement(model, layer, first, last, epoch, config)
+    epochs = (
+        training.batches(config.batch_size) if hasattr(training, "batches") else training()
+        for _ in range(config.epochs)
+    )
+    losses = train_replacement(model, layer, first, last, itertools.chain.from_iterable(epochs), config)
     layers, count = decoder_layers(model), len(decoder_layers(model))
     source = get_provenance(model).layer_map
     replace_layers(model, [*layers[:first], layer, *layers[last + 1 :]], [*range(first + 1), *range(last + 1, count)])

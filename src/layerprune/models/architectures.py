@@ -39,7 +39,8 @@ class Architecture:
     model (``text_config`` for multimodal Gemma 3); empty for text-only models.
     ``layer_returns_tuple`` marks layers that return ``(hidden_states, ...)``; ``refusal``
     is the reason layers of this family cannot be removed (empty when they can);
-    ``inferred`` marks an entry read off the model rather than confirmed in the table.
+    ``inferred`` marks an entry read off the model rather than confirmed in the table;
+    ``confirmed`` names the fields of an inferred entry that :func:`register_override` fixes.
     """
 
     family: str
@@ -55,6 +56,7 @@ class Architecture:
     layer_returns_tuple: bool = False
     refusal: str = ""
     inferred: bool = False
+    confirmed: tuple[str, ...] = ()
 
     def describe(self) -> list[str]:
         """One ``field: value`` line per field, for ``layerprune info``."""
@@ -166,6 +168,14 @@ register_override(
 )
 
 
+register_override(
+    "zamba2",
+    refusal="the hybrid layers share one attention block whose per-layer adapters (gate_up_proj_adapter_list, "
+    "linear_q/k/v_adapter_list) each layer picks by its index in hybrid_layer_ids, through a map the block builds "
+    "from the config once; removing a layer re-indexes them",
+)
+
+
 _BLOCK_ATTENTION_RESIDUALS = (
     "the model loop hands every layer the block states (attention residuals) that earlier layers wrote, one per "
     "n_layers_per_attn_res_block layers, so no stand-in can bypass or resume a layer (the metrics and the "
@@ -176,6 +186,48 @@ register_override(
     "inkling2_loop_text",
     refusal=_BLOCK_ATTENTION_RESIDUALS + "; loop_layer_index_start/end also name the looped layers by index",
 )
+
+
+# Confirmed LoRA targets of the families users bring in 2026 (issue 11); the rest of each entry is inferred and
+# pinned by the family matrix, the targets by tests/test_family_lora_targets.py. Targets are the attention, MLP
+# and sequence-mixer (Mamba, gated delta rule, short conv) input and output projections, less what an adapter
+# cannot reach or should not touch:
+# * projections to one scalar per head, like the routers inference drops: the gated delta rule's decay and β
+#   gates (in_proj_a, in_proj_b, in_proj_ba), DeepSeek V4's indexer head weights (weights_proj);
+# * weights the model reads directly instead of calling the module, which an adapter never sees: Jamba's
+#   dt_proj (dt_proj.weight @ x), and the Mamba-2 out_proj of Bamba, Falcon-H1, Granite 4 and Nemotron-H, which
+#   the fused training kernel (mamba_ssm) takes as a tensor (peft refuses out_proj on Falcon-H1 and Nemotron-H);
+# * DeepSeek V4's o_a_proj, a grouped (block-diagonal) nn.Linear subclass whose forward peft replaces with a
+#   plain matmul of the wrong shape.
+# Routed experts are fused 3-D parameters, not nn.Linear: they stay frozen and the shared or dense experts'
+# nn.Linear layers are adapted; except where peft (0.21) maps gate_proj/up_proj/down_proj of a Qwen2-MoE-style
+# family onto the fused experts (DeepSeek V3, GLM-4.5 MoE and Lite, Qwen3-Next): there those names adapt the
+# routed experts, and the dense and shared MLPs' nn.Linear layers of those names get no adapter.
+_ATTENTION_LORA = _LLAMA_LORA[:4]
+_MLA_LORA = ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", *_LLAMA_LORA[4:])
+_CONFIRMED_LORA: dict[tuple[str, ...], tuple[str, ...]] = {
+    ("qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"): (
+        *_LLAMA_LORA,
+        "in_proj_qkv",
+        "in_proj_z",
+        "out_proj",
+    ),
+    ("qwen3_next",): (*_LLAMA_LORA, "in_proj_qkvz", "out_proj"),
+    ("gemma4", "gemma4_text"): (*_LLAMA_LORA, "per_layer_input_gate", "per_layer_projection"),
+    ("llama4", "llama4_text", "ministral", "ministral3", "olmo3", "glm4_moe"): _LLAMA_LORA,
+    ("deepseek_v3", "glm4_moe_lite"): _MLA_LORA,
+    ("deepseek_v4",): ("q_a_proj", "q_b_proj", "kv_proj", "o_b_proj", *_LLAMA_LORA[4:]),
+    ("gpt_oss", "granitemoe"): _ATTENTION_LORA,
+    ("glm4",): (*_ATTENTION_LORA, "gate_up_proj", "down_proj"),
+    ("granitemoehybrid",): (*_ATTENTION_LORA, "in_proj", "input_linear", "output_linear"),
+    ("jamba",): (*_LLAMA_LORA, "in_proj", "x_proj", "out_proj"),
+    ("bamba", "falcon_h1"): (*_LLAMA_LORA, "in_proj"),
+    ("lfm2", "lfm2_moe"): ("q_proj", "k_proj", "v_proj", "out_proj", "in_proj", "w1", "w2", "w3"),
+    ("nemotron_h",): (*_ATTENTION_LORA, "in_proj", "up_proj", "down_proj"),
+}
+for _families, _targets in _CONFIRMED_LORA.items():
+    for _family in _families:
+        register_override(_family, lora_targets=_targets)
 
 
 def supported_families() -> list[str]:
@@ -191,7 +243,9 @@ def get_architecture(model_or_config: PreTrainedModel | PretrainedConfig) -> Arc
     if family in _INFERRED:
         return _INFERRED[family]
     model = model_or_config if isinstance(model_or_config, PreTrainedModel) else meta_model(config)
-    arch = Architecture(**{**infer_fields(model), **_OVERRIDES.get(family, {})})  # type: ignore[arg-type]
+    overrides = _OVERRIDES.get(family, {})
+    fields = {**infer_fields(model), **overrides, "confirmed": tuple(sorted(overrides))}
+    arch = Architecture(**fields)  # type: ignore[arg-type]
     if model is model_or_config:
         _INFERRED[family] = arch
         logger.info("inferred the architecture entry of %r: %s", family, "; ".join(arch.describe()))
