@@ -111,19 +111,24 @@ def _count_loads() -> Callable[[], int]:
 
 
 def embedded(metrics: list[str]) -> dict:
-    """Scores on the embedded model in memory and streamed: wall times and the largest relative difference."""
+    """Scores on the embedded model in memory and streamed: wall times and the largest relative difference.
+
+    ``LAYERPRUNE_BENCH_SAMPLES`` (environment) reduces the calibration from its default 10 × 128 tokens.
+    """
+    from layerprune.calibration import CalibrationConfig
     from layerprune.metrics import score
     from layerprune.models import load_model
     from layerprune.streaming.scoring import stream_score
 
     start = time.perf_counter()
     model, tokenizer = load_model("default")
-    in_memory = score(model, tokenizer, metrics, progress=False)
+    calib = CalibrationConfig(samples=int(os.environ.get("LAYERPRUNE_BENCH_SAMPLES", CalibrationConfig().samples)))
+    in_memory = score(model, tokenizer, metrics, calib, progress=False)
     memory_seconds = time.perf_counter() - start
     del model
     streamed_metrics = [m for m in metrics if not m.startswith("taylor")]
     start = time.perf_counter()
-    streamed = stream_score("default", streamed_metrics, progress=False)
+    streamed = stream_score("default", streamed_metrics, calib, progress=False)
     streamed_seconds = time.perf_counter() - start
     difference = max(
         abs(a - b) / max(abs(b), 1e-12)
@@ -131,7 +136,8 @@ def embedded(metrics: list[str]) -> dict:
         for a, b in zip(streamed.get(name).scores, in_memory.get(name).scores, strict=True)
     )
     return {"in_memory_s": memory_seconds, "streamed_s": streamed_seconds, "ratio": streamed_seconds / memory_seconds,
-            "max_relative_difference": difference, "streamed_metrics": streamed_metrics}  # fmt: skip
+            "max_relative_difference": difference, "streamed_metrics": streamed_metrics,
+            "calibration": f"{calib.samples} x {calib.seq_len}"}  # fmt: skip
 
 
 def clean() -> dict:

@@ -31,9 +31,15 @@ class StateStore:
         self._files = 0
 
     def put(self, key: Hashable, tensor: torch.Tensor) -> None:
-        """Store ``tensor`` under ``key`` (replacing what was there)."""
+        """Store ``tensor`` under ``key`` (replacing what was there).
+
+        A view into a larger tensor (one stream's part of a stacked layer output) is copied:
+        kept as a view, it would keep the whole stacked output alive, uncounted by the budget.
+        """
         self.pop(key)
         size = tensor.numel() * tensor.element_size()
+        if tensor.untyped_storage().nbytes() > size:
+            tensor = tensor.clone()
         if self.budget is None or self.memory_bytes + size <= self.budget:
             self.in_memory[key] = tensor
             self.memory_bytes += size
