@@ -59,7 +59,7 @@ def row(label: str, model, tokenizer, args, seconds: float, dense_params: int | 
 def structured(args: argparse.Namespace) -> list[dict]:
     dense, tokenizer = load_model("default")
     dense_params = decoder_parameters(dense)
-    rows = [row("dense", dense, tokenizer, args, 0.0, dense_params)]
+    rows = [quality("dense", dense, tokenizer, args, dense_params) | {"prune_s": 0.0}]
     calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
     variants = [("slimgpt", "uniform"), ("slimgpt", "log-increase"), ("magnitude", "uniform"), ("wanda", "uniform")]
     for ratio in args.ratios:
@@ -67,7 +67,9 @@ def structured(args: argparse.Namespace) -> list[dict]:
             model, _ = load_model("default")
             config = WidthConfig(method=method, ratio=ratio, schedule=schedule)
             result = width_prune(model, tokenizer, config, calibration)
-            rows.append(row(f"{method} {schedule} {ratio}", model, tokenizer, args, result.seconds, dense_params))
+            label = f"{method} {schedule} {ratio}"
+            rows.append(quality(label, model, tokenizer, args, dense_params) | {"prune_s": round(result.seconds, 1)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
@@ -133,7 +135,7 @@ def combined(args: argparse.Namespace) -> list[dict]:
 
 
 def quality(label: str, model, tokenizer, args: argparse.Namespace, dense_params: int) -> dict:
-    """WikiText-2 PPL and zero-shot accuracy of one combined-table row, through the evaluation stage."""
+    """WikiText-2 PPL and zero-shot accuracy of one structured or combined row, through the evaluation stage."""
     config = EvalConfig(
         tasks=args.tasks, ppl=["wikitext2"], data_dir=str(data_dir()), harness=HarnessOptions(limit=args.limit),
         perplexity=PerplexityOptions(seq_len=args.ppl_length, max_windows=args.ppl_windows),
@@ -178,8 +180,8 @@ def main() -> None:
     parser.add_argument("--ppl-windows", type=int, default=20)
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--speed-repeats", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=["piqa", "winogrande"], help="combined: zero-shot tasks")
-    parser.add_argument("--limit", type=int, default=50, help="combined: zero-shot documents per task")
+    parser.add_argument("--tasks", nargs="+", default=["piqa", "winogrande"], help="zero-shot tasks")
+    parser.add_argument("--limit", type=int, default=50, help="zero-shot documents per task")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
