@@ -8,11 +8,14 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from layerprune.merging.stack import apply_stack, fixed_stack
 from layerprune.models import decoder_layers, load_model
 from layerprune.models import loading as loading_module
 from layerprune.provenance import read_record
 from layerprune.saving import save_model
+from layerprune.streaming import stream_merge, stream_remove
 from layerprune.surgery import remove_layers
+from streaming_checks import assert_same_saved_model
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +43,23 @@ def test_remove_8_of_30_save_and_reload_with_plain_transformers(tmp_path, monkey
     again, _ = load_model("default")
     assert time.perf_counter() - start < 20, "the second load must read the cached safetensors"
     assert len(decoder_layers(again)) == 30
+
+
+def test_streamed_surgery_equals_in_memory_surgery(tmp_path):
+    """Issue 14 on the embedded model: a streamed prune and a streamed fixed-group merge write, tensor by tensor
+    and bitwise, the model that in-memory surgery saves, with equal config, generation config and layerprune.json."""
+    removed, groups = [3, 13, 14, 15, 16, 17, 25, 26], [(13, 17), (25, 26)]
+    model, tokenizer = load_model("default")
+    save_model(remove_layers(model, removed, method="manual"), tokenizer, tmp_path / "pruned-memory")
+    stream_remove("default", tmp_path / "pruned-streamed", removed, progress=False)
+    assert_same_saved_model(tmp_path / "pruned-streamed", tmp_path / "pruned-memory")
+
+    model, tokenizer = load_model("default")
+    save_model(apply_stack(model, fixed_stack(decoder_layers(model), groups, "rdsc"), operator="rdsc"), tokenizer,
+               tmp_path / "merged-memory")  # fmt: skip
+    stream_merge("default", tmp_path / "merged-streamed", groups, operator="rdsc", progress=False)
+    assert_same_saved_model(tmp_path / "merged-streamed", tmp_path / "merged-memory")
+    assert len(read_record(tmp_path / "merged-streamed")["layer_map"]) == 30 - 4 - 1
 
 
 def _must_not_run(*args, **kwargs):
