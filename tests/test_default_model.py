@@ -55,8 +55,8 @@ def test_streamed_surgery_equals_in_memory_surgery(tmp_path):
     assert_same_saved_model(tmp_path / "pruned-streamed", tmp_path / "pruned-memory")
 
     model, tokenizer = load_model("default")
-    save_model(apply_stack(model, fixed_stack(decoder_layers(model), groups, "rdsc"), operator="rdsc"), tokenizer,
-               tmp_path / "merged-memory")  # fmt: skip
+    stack = fixed_stack(decoder_layers(model), groups, "rdsc")  # what `merge --groups` does in memory
+    save_model(apply_stack(model, stack, operator="rdsc"), tokenizer, tmp_path / "merged-memory")
     stream_merge("default", tmp_path / "merged-streamed", groups, operator="rdsc", progress=False)
     assert_same_saved_model(tmp_path / "merged-streamed", tmp_path / "merged-memory")
     assert len(read_record(tmp_path / "merged-streamed")["layer_map"]) == 30 - 4 - 1

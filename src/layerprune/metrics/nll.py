@@ -15,9 +15,8 @@ def token_nll(
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1].float()
     valid = predicted_positions(attention_mask)
-    # −log p = logsumexp(z) − z_target, per position on the strided view: no copy of the [tokens, vocab]
-    # logits, and more accurate on CPU than cross_entropy (≈5e-5 relative off on a 49k vocabulary in the
-    # [batch, vocab, seq] layout, 4e-7 in the [tokens, vocab] one, 5e-8 here).
+    # −log p = logsumexp(z) − z_target per position, on the view: no [tokens, vocab] copy, and closer to
+    # fp64 on CPU than cross_entropy (relative 4e-8 against 5e-7 on a 50k vocabulary; see the test).
     per_position = torch.logsumexp(logits, dim=-1) - logits.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
     nll = torch.where(valid, per_position, 0.0).sum()
     return nll, int(valid.sum())
