@@ -1,17 +1,21 @@
 """No leftovers: SIGTERM/SIGINT during a save or a heal, stale temporaries of killed runs, I/O errors.
 
-The interrupted runs are real ``python -m layerprune`` processes; a small driver slows the
-step under test down (``save_pretrained`` or a training step) and says when it got there,
-so the signal always lands in the middle of the work.
+The interrupted runs are real ``python -m layerprune`` processes; a small driver stops the
+step under test (``save_pretrained`` or a training step) and says so on a pipe of its own,
+so the signal always lands in the middle of the work. Nothing waits on time: the test
+blocks on that pipe (end of file means the child died first), the child waits for the
+signal itself, and the child's output goes to files, so a full pipe cannot stall it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,20 +24,25 @@ from layerprune.cli import main
 from tiny_models import tiny_model_dir
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-# Runs the CLI with one method patched to announce itself and then wait to be signalled.
+# Runs the CLI with one method patched to do its work, write to the event pipe, then wait for a signal.
+# SIGINT gets Python's own handler even where the test runner inherited it ignored (a background job).
 DRIVER = """
-import sys, time
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import {module} as target
 original = target.{cls}.{method}
-def slow(self, *args, **kwargs):
+def stopped(self, *args, **kwargs):
     result = original(self, *args, **kwargs)
-    print("REACHED", flush=True)
-    time.sleep(120)
+    os.write({fd}, b"REACHED")
+    while True:
+        signal.pause()
     return result
-setattr(target.{cls}, "{method}", slow)
+setattr(target.{cls}, "{method}", stopped)
 from layerprune.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+# Only a safety net for a child that hangs: the test never sleeps or polls against a clock.
+HANG_LIMIT_S = 600
 
 
 @pytest.fixture
@@ -43,20 +52,30 @@ def model_dir(tmp_path) -> Path:
 
 
 def _interrupt(argv: list[str], patch: tuple[str, str, str], signum: int) -> subprocess.CompletedProcess:
+    """Run the CLI in a child, block until it signals that it is inside ``patch``, then send ``signum``."""
     module, cls, method = patch
-    script = DRIVER.format(module=module, cls=cls, method=method)
+    read_end, write_end = os.pipe()
+    script = DRIVER.format(module=module, cls=cls, method=method, fd=write_end)
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-c", script, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-    for line in process.stdout:
-        if line.startswith("REACHED"):
-            break
-    else:
-        raise AssertionError(f"the run never reached {method}: {process.wait(), process.stderr.read()}")
-    process.send_signal(signum)
-    out, err = process.communicate(timeout=60)
-    return subprocess.CompletedProcess(argv, process.returncode, out, err)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, os.fdopen(read_end, "rb") as event:
+        process = subprocess.Popen(
+            [sys.executable, "-c", script, *argv], stdout=out, stderr=err, text=True, env=env, pass_fds=(write_end,)
+        )
+        os.close(write_end)  # the child holds the only write end: its exit is end of file here
+        select.select([event], [], [], HANG_LIMIT_S)
+        reached = event.read(len(b"REACHED"))
+        if reached != b"REACHED":
+            process.wait(timeout=HANG_LIMIT_S)
+            err.seek(0)
+            raise AssertionError(f"the run never reached {method} (exit {process.returncode}): {err.read()}")
+        process.send_signal(signum)
+        try:
+            process.wait(timeout=HANG_LIMIT_S)
+        finally:
+            process.kill()
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(argv, process.returncode, out.read(), err.read())
 
 
 @pytest.mark.slow
@@ -84,7 +103,8 @@ def test_sigterm_during_heal_removes_checkpoints_and_temporaries(model_dir, tmp_
 
 def test_stale_temporaries_of_dead_runs_are_removed_and_reported(model_dir, tmp_path, caplog):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    # Alive until the test closes its stdin, however long the test takes.
+    alive = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         stale = [tmp_path / ".pruned.tmp-0a1b2c3d", tmp_path / f".pruned.tmp-{dead.stdout.strip()}-0a1b2c3d"]
         running = tmp_path / f".pruned.tmp-{alive.pid}-0a1b2c3d"
@@ -94,7 +114,7 @@ def test_stale_temporaries_of_dead_runs_are_removed_and_reported(model_dir, tmp_
         argv = ["prune", "--model", str(model_dir), "--layers", "1", "--output", str(tmp_path / "pruned")]
         assert main(argv) == 0
     finally:
-        alive.kill()
+        alive.stdin.close()
         alive.wait()
     assert all(not folder.exists() and str(folder) in caplog.text for folder in stale)
     assert running.is_dir(), "a temporary of a run that is still writing is left alone"
