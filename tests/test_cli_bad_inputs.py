@@ -54,6 +54,7 @@ def _setup(work: Path, model: Path) -> None:
     (work / "remote").mkdir()
     auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
     (work / "remote" / "config.json").write_text(json.dumps({"model_type": "xmodel", "auto_map": auto_map}))
+    shutil.copytree(model, work / "model")
     readonly = work / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
@@ -63,6 +64,26 @@ PRUNE = ["prune", "--model", "{m}", "--layers", "1", "--output", "{w}/out"]
 SCORE = ["score", "--model", "{m}", "--metrics", "bi", "--samples", "2", "--seq-len", "16"]
 HEAL = ["heal", "--model", "{m}", "--data", "{w}/good.jsonl", "--max-steps", "1", "--output", "{w}/out"]
 MERGE = ["merge", "--model", "{m}", "--samples", "2", "--seq-len", "16", "--output", "{w}/out"]
+WIDTH = ["width", "--model", "{m}", "--ratio", "0.3", "--samples", "2", "--seq-len", "16", "--output", "{w}/out"]
+SPARSIFY = [
+    "sparsify",
+    "--model",
+    "{m}",
+    "--sparsity",
+    "0.5",
+    "--samples",
+    "2",
+    "--seq-len",
+    "16",
+    "--output",
+    "{w}/out",
+]
+# An output that is the input model, lies inside it or contains it: refused whatever the flags (--overwrite given).
+OUTPUT_ON_INPUT = [
+    ("is-input", "{w}/model", "output {w}/model is the input {w}/model"),
+    ("inside-input", "{w}/model/sub", "is inside the input"),
+    ("contains-input", "{w}", "contains the input"),
+]
 
 
 def _with(base: list[str], *changes: str | None) -> list[str]:
@@ -132,6 +153,31 @@ CASES = [
     ("heal-output-exists", _with(HEAL, "--output", "{w}/existing"), "already exists"),
     ("heal-checkpoints-under-file", _with(HEAL, "--checkpoint-dir", "{w}/afile/ckpt"), "is a file"),
     ("report-binary-scores", ["report", "--scores", "{w}/binary.json", "--output", "{w}/out"], "not UTF-8"),
+    *[
+        (f"{name}-output-{where}", [*_with(argv, "--model", "{w}/model", "--output", output), "--overwrite"], words)
+        for name, argv in (
+            ("prune", PRUNE),
+            ("prune-streamed", [*PRUNE, "--streaming"]),
+            ("merge", _with(MERGE, "--num-layers", "1")),
+            ("merge-groups-streamed", _with(MERGE, "--groups", "1-2", "--streaming", None)),
+            ("heal", HEAL),
+            ("width", WIDTH),
+            ("sparsify", SPARSIFY),
+        )
+        for where, output, words in OUTPUT_ON_INPUT
+    ],
+    ("score-output-inside-input", _with(SCORE, "--model", "{w}/model", "--output", "{w}/model/config.json"), "inside"),
+    (
+        "heal-output-is-teacher",
+        [*_with(HEAL, "--loss", "kd", "--teacher", "{w}/model", "--output", "{w}/model"), "--overwrite"],
+        "is the input",
+    ),
+    ("heal-output-contains-data", [*_with(HEAL, "--output", "{w}"), "--overwrite"], "contains the input"),
+    (
+        "report-output-contains-scores",
+        ["report", "--scores", "{w}/binary.json", "--output", "{w}", "--overwrite"],
+        "contains the input",
+    ),
 ]
 
 # The validation layer (issue 10's recipe schema) owns these: value ranges, and an existing
@@ -205,7 +251,7 @@ def _check(case_argv, message, model_dir, tmp_path, capsys) -> None:
     assert code == 2, f"exit {code}, stderr {err!r}"
     assert err.startswith("layerprune: error: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
-    assert message in err
+    assert message.replace("{w}", str(work)) in err
     assert _snapshot(work) == before, "nothing is written (no output, temporary, checkpoint or cache folder)"
     assert _snapshot(model_dir.parent) == model_before
 

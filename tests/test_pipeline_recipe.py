@@ -102,12 +102,12 @@ def test_cli_schema_errors_exit_2_before_loading(tmp_path, monkeypatch, capsys, 
 def test_output_checks_before_loading(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path))
-    (tmp_path / "text.txt").write_text("not a directory")
+    (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
     assert main(["run", str(path), "--output", str(tmp_path / "taken")]) == 2
     assert "is not a layerprune run; pass --overwrite" in capsys.readouterr().err
-    assert main(["run", str(path), "--output", str(tmp_path / "text.txt")]) == 2
+    assert main(["run", str(path), "--output", str(tmp_path / "afile")]) == 2
     assert "is not a directory" in capsys.readouterr().err
 
 

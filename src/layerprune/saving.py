@@ -20,7 +20,7 @@ import signal
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,26 @@ def check_output_file(path: str | Path) -> Path:
         raise UserError(f"output {path} is a directory; name a file such as {path / 'scores.json'}")
     _check_parent_writable(path)
     return path
+
+
+def check_apart_from_inputs(output: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse an ``output`` that is a local input, lies inside one, or contains one (whatever the flags).
+
+    Saving there would replace or delete what the command reads, and the result's
+    ``layerprune.json`` would name itself as its source. Inputs that are not local paths
+    (hub ids, ``default``, ``None``) are skipped.
+    """
+    target = Path(output).expanduser().resolve()
+    for given in inputs:
+        source = Path(given).expanduser() if given is not None else None
+        if source is None or not source.exists():
+            continue
+        source = source.resolve()
+        if target == source or source in target.parents:
+            where = "is" if target == source else "is inside"
+            raise UserError(f"output {output} {where} the input {given}; write the result somewhere else")
+        if source in target.parents or target in source.parents:
+            raise UserError(f"output {output} contains the input {given}; write the result somewhere else")
 
 
 def _check_parent_writable(target: Path) -> None:

@@ -11,7 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
-from layerprune.saving import check_output_dir, check_output_file, save_model
+from layerprune.saving import check_apart_from_inputs, check_output_dir, check_output_file, save_model
 
 console = Console()
 
@@ -53,8 +53,10 @@ def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def streaming_from_arguments(args: argparse.Namespace) -> bool:
-    """Whether this command streams; prints the mode and why."""
+    """Whether this command streams (its ``--output`` checked first); prints the mode and why."""
     from layerprune.streaming.mode import choose_streaming
+
+    check_output(args)
 
     streaming, reason = choose_streaming(args.model, args.streaming)
     console.print(f"mode: {'streamed' if streaming else 'in memory'} ({reason})")
@@ -122,10 +124,20 @@ def add_output_file_argument(parser: argparse.ArgumentParser, what: str) -> None
     parser.set_defaults(output_is_file=True)
 
 
+INPUT_ARGUMENTS = ("model", "teacher", "scores", "results", "data", "calibration", "dsa_state")
+
+
+def _as_list(value: str | list[str] | None) -> list[str]:
+    return value if isinstance(value, list) else [value]
+
+
 def check_output(args: argparse.Namespace) -> None:
-    """Fail before any work if ``--output`` (a file or a directory, as the command writes) cannot be written."""
+    """Fail before any work if ``--output`` (a file or a directory, as the command writes) cannot be written,
+    or is, lies inside or contains one of the command's inputs (the model, a teacher, a data or scores file)."""
     if getattr(args, "output", None) is None:
         return
+    inputs = [getattr(args, name, None) for name in INPUT_ARGUMENTS]
+    check_apart_from_inputs(args.output, [path for given in inputs for path in _as_list(given)])
     if args.output_is_file:
         check_output_file(args.output)
     else:

@@ -25,7 +25,6 @@ from layerprune.errors import UserError
 from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
 from layerprune.pipeline.recipe import parse_layer_list
-from layerprune.saving import check_output_dir
 from layerprune.surgery import remove_layers
 
 Scorer = Callable[[list[str], dict[str, Any]], Scores]
@@ -79,7 +78,6 @@ def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
     """Select (streamed scoring) and remove the layers tensor by tensor, without loading the model."""
     from layerprune.streaming import open_checkpoint, stream_remove
 
-    check_output_dir(args.output, args.overwrite)
     count = open_checkpoint(args.model, args.cache_dir).num_layers
     scorer = functools.partial(streamed_scores, args)
     indices, details = (explicit, {"method": "manual"}) if explicit is not None else _select(count, args, scorer)

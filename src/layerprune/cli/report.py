@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from layerprune.cli.common import add_output_arguments, console
+from layerprune.cli.common import add_output_arguments, check_output, console
 from layerprune.report import write_report
 
 
@@ -18,6 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args)
     output = write_report(args.output, args.scores, args.results, remove=args.remove, overwrite=args.overwrite)
     console.print(f"report written to {output / 'report.md'}")
     return 0

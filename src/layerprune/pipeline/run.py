@@ -35,7 +35,7 @@ from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.pipeline.recipe import Recipe
 from layerprune.pipeline.stages import STAGES, ModelState, Stage, StageContext
-from layerprune.saving import atomic_write_text, write_json
+from layerprune.saving import atomic_write_text, check_apart_from_inputs, write_json
 
 RECORD, PENDING, RUN_FILE = "stage.json", "pending.json", "run.json"
 console = Console()
@@ -154,8 +154,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def recipe_inputs(recipe: Recipe) -> list[str]:
+    """What the recipe reads that may be a local path: the model, a kd teacher, calibration and healing data."""
+    inputs = [recipe.model.spec, recipe.calibration.source]
+    if recipe.heal is not None:
+        inputs += [recipe.heal.data.source, recipe.heal.teacher]
+    return [given for given in inputs if given not in (None, "source")]
+
+
 def check_output(output: Path, recipe: Recipe, overwrite: bool) -> None:
-    """Before any work: the run directory is writable, and is ours (or ``overwrite`` allows replacing it)."""
+    """Before any work: the run directory is writable, is ours (or ``overwrite`` allows replacing it),
+    and is apart from the recipe's inputs (whatever the flags)."""
+    check_apart_from_inputs(output, recipe_inputs(recipe))
     if output.exists() and not output.is_dir():
         raise UserError(f"output {output} exists and is not a directory")
     parent = next((p for p in [output, *output.parents] if p.exists()), Path("."))

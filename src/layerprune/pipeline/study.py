@@ -40,10 +40,10 @@ from layerprune.pipeline.recipe import (
     set_key,
     validate_recipe,
 )
-from layerprune.pipeline.run import CacheStore, console, make_plan, read_json
+from layerprune.pipeline.run import CacheStore, console, make_plan, read_json, recipe_inputs
 from layerprune.pipeline.run import run as run_recipe
 from layerprune.report import write_study_report
-from layerprune.saving import atomic_write_text
+from layerprune.saving import atomic_write_text, check_apart_from_inputs
 
 STUDY_KEYS = {"description", "base", "set", "grid"}
 
@@ -122,6 +122,8 @@ def run_study(
     """
     output = Path(output)
     study, cells = load_study(source, overrides)
+    for cell in cells:
+        check_apart_from_inputs(output, recipe_inputs(cell.recipe))
     if overwrite and output.exists() and not dry_run:
         shutil.rmtree(output)
     store = CacheStore(output / "cache")
