@@ -73,3 +73,78 @@ def test_run_output_on_its_own_model_is_refused(workspace, capsys, output, messa
 def test_study_output_on_its_own_model_is_refused(workspace, capsys, output, message) -> None:
     study = _study(workspace, {"select.metric": ["bi", "angular"]})
     refused(workspace, ["study", study, "--output", output, "--overwrite"], message, capsys)
+
+
+# --- item 7: the whole recipe is checked before any work ------------------------------------
+
+RECIPE_PROBES = [
+    ("model.spec", "{w}/nothing", "model.spec {w}/nothing not found"),
+    ("heal.teacher", "{w}/nothing", "heal.teacher {w}/nothing not found"),
+    ("heal.train.scheduler", "cosin", "heal.train.scheduler: unknown learning-rate scheduler 'cosin'. Did you mean"),
+    ("heal.data.format", "nosuchformat", "data.format: unknown data format 'nosuchformat'"),
+    ("evaluate.tasks", ["nosuchtask"], "evaluate.tasks: unknown lm-eval task 'nosuchtask'"),
+    ("model.dtype", "float7", "model.dtype: unknown dtype 'float7'"),
+    ("output.dtype", "float7", "output.dtype: unknown dtype 'float7'"),
+    ("select", {"layers": [1, 1]}, "select.layers: layer 1 is listed 2 times in [1, 1]"),
+    ("select", {"layers": "1,1"}, "select.layers: layer 1 is listed 2 times in [1, 1]"),
+    ("select", {"layers": [-1]}, "select.layers: layer index -1 is negative"),
+    ("select", {"layers": []}, "select.layers: the layer list is empty: it would remove nothing"),
+    ("select", {"metric": "bi", "num_layers": True}, "select.num_layers: expected a number, not true/false"),
+    ("select", {"metric": "bi", "num_layers": 1.0}, "select.num_layers: expected an integer"),
+    ("select", {"metric": "bi", "num_layers": "1"}, "select.num_layers: expected a number, not a string"),
+    ("heal.train.bf16", 1, "heal.train.bf16: expected true or false"),
+    ("heal.train.max_steps", False, "heal.train.max_steps: expected a number, not true/false"),
+]
+
+
+def _probe_recipe(root: Path, key: str, value) -> str:
+    from layerprune.pipeline.recipe import set_key
+
+    recipe = tiny_recipe(root)
+    if key == "heal.teacher":
+        recipe["heal"]["loss"] = "kd"
+    value = value.replace("{w}", str(root)) if isinstance(value, str) else value
+    set_key(recipe, key, value)
+    path = root / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["run", "dry-run"])
+@pytest.mark.parametrize(("key", "value", "message"), RECIPE_PROBES, ids=[f"{p[0]}={p[1]}" for p in RECIPE_PROBES])
+def test_a_bad_recipe_is_refused_before_any_work(workspace, capsys, key, value, message, dry_run) -> None:
+    recipe = _probe_recipe(workspace, key, value)
+    refused(workspace, ["run", recipe, "--output", "{w}/out", *dry_run], message, capsys)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("evaluate.ppl.x=1", "cannot set evaluate.ppl.x: evaluate.ppl is a list, not a section with keys"),
+        ("heal..max_steps=3", "key 'heal..max_steps' has an empty segment (part 2)"),
+        (".heal=3", "key '.heal' has an empty segment (part 1)"),
+        ("select.metric.x=1", "cannot set select.metric.x: select.metric is a"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "study"])
+def test_a_set_through_a_value_or_an_empty_segment_is_one_line(workspace, capsys, override, message, command) -> None:
+    source = _recipe(workspace) if command == "run" else _study(workspace, {"select.metric": ["bi", "angular"]})
+    refused(workspace, [command, source, "--output", "{w}/out", "--set", override], message, capsys)
+
+
+def test_a_key_given_twice_in_yaml_is_refused(workspace, capsys) -> None:
+    path = workspace / "twice.yaml"
+    text = yaml.safe_dump(tiny_recipe(workspace))
+    path.write_text(text + "select: {layers: [1]}\n")
+    refused(workspace, ["run", str(path), "--output", "{w}/out", "--dry-run"], "key 'select' is given twice", capsys)
+    nested = text.replace("heal:\n", "heal:\n  schedule: one-shot\n  schedule: 1:1:1\n", 1)
+    path.write_text(nested)
+    refused(workspace, ["run", str(path), "--output", "{w}/out"], "key 'schedule' is given twice", capsys)
+
+
+def test_a_layer_beyond_the_model_is_found_after_the_load_before_any_write(tmp_path, capsys) -> None:
+    root = tiny_workspace(tmp_path)
+    recipe = _recipe(root, select={"layers": [1, 9]})
+    refused(root, ["run", recipe, "--output", "{w}/out"], "select.layers: layer 9 is beyond the model's 4 layers", capsys)
+    recipe = _recipe(root, select={"metric": "bi", "num_layers": 4})
+    refused(root, ["run", recipe, "--output", "{w}/out"], "select.num_layers is 4 but the model has only 4", capsys)

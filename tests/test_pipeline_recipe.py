@@ -102,6 +102,7 @@ def test_cli_schema_errors_exit_2_before_loading(tmp_path, monkeypatch, capsys, 
 def test_output_checks_before_loading(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path))
+    (tmp_path / "tiny").mkdir()  # the recipe's model.spec exists (its weights are never read)
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")

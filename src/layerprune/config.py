@@ -13,10 +13,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import types
+import typing
 from typing import Any, TypeVar
 
 import pydantic
-from pydantic import ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError, ValidationInfo
 
 from layerprune.errors import UserError
 
@@ -29,7 +31,11 @@ class ConfigError(UserError):
 
 
 def strict_config(cls: type[T]) -> type[T]:
-    """Turn ``cls`` into a strict pydantic dataclass whose construction errors are :class:`ConfigError`."""
+    """Turn ``cls`` into a strict pydantic dataclass whose construction errors are :class:`ConfigError`.
+
+    Values are not coerced between kinds (:func:`reject_coercion`): ``true`` is not 1 and ``"3"`` is not 3.
+    """
+    cls._no_coercion = pydantic.field_validator("*", mode="before")(reject_coercion)
     strict = pydantic.dataclasses.dataclass(cls, config=STRICT)
     validated_init = strict.__init__
 
@@ -42,6 +48,51 @@ def strict_config(cls: type[T]) -> type[T]:
 
     strict.__init__ = __init__
     return strict
+
+
+def reject_coercion(cls: Any, value: Any, info: ValidationInfo) -> Any:
+    """A ``field_validator("*", mode="before")``: refuse what pydantic's lax mode would silently convert.
+
+    Lax mode reads ``true`` as 1, ``"3"`` as 3, ``2.0`` as 2 and ``1``/``"yes"`` as ``True``; a recipe
+    or a flag that says one of these meant something else, so each is an error naming the field.
+    (Full strict mode cannot be used: it also refuses mappings for nested settings sections.)
+    """
+    field = cls.__pydantic_fields__.get(info.field_name) if info.field_name else None
+    kinds = _kinds(field.annotation) if field is not None else set()
+    numbers = kinds & {int, float}
+    if isinstance(value, bool) and numbers and bool not in kinds:
+        raise ValueError("expected a number, not true/false")
+    if isinstance(value, str) and not kinds & {str, typing.Literal, Any} and _reads_as(value, kinds):
+        raise ValueError(f"expected {'a number' if numbers else 'true or false'}, not a string")
+    if isinstance(value, float) and kinds & {int, float, bool} == {int}:
+        raise ValueError("expected an integer")
+    if isinstance(value, int) and not isinstance(value, bool) and kinds & {int, float, bool} == {bool}:
+        raise ValueError("expected true or false")
+    return value
+
+
+def _reads_as(text: str, kinds: set[Any]) -> bool:
+    """Whether lax mode would convert ``text`` to one of ``kinds`` (other strings fail with pydantic's own error)."""
+    if bool in kinds and text.strip().lower() in _BOOL_WORDS:
+        return True
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return bool(kinds & {int, float})
+
+
+_BOOL_WORDS = {"0", "1", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n"}
+
+
+def _kinds(annotation: Any) -> set[Any]:
+    """The plain types an annotation admits (``Annotated`` and unions unwrapped; ``Literal`` kept as itself)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _kinds(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return set().union(*(_kinds(arg) for arg in typing.get_args(annotation)))
+    return {origin or annotation}
 
 
 def describe_errors(error: ValidationError, schema: Any = None, prefix: str = "") -> str:

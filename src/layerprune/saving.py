@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import logging
 import os
@@ -97,6 +98,40 @@ def _check_parent_writable(target: Path) -> None:
         raise UserError(f"cannot write {target}: {ancestor} is a file, not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"cannot write {target}: no write permission in {ancestor}")
+
+
+@contextlib.contextmanager
+def output_lock(target: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``target`` (the file ``<target>.lock`` beside it) while the block runs.
+
+    A second writer of the same output fails at once with a :class:`UserError` naming the
+    process that holds the lock. The lock file is removed on release (a writer that opened
+    it just before sees it unlinked and takes a fresh one); the kernel releases the lock
+    of a killed process.
+    """
+    path = Path(target).absolute().with_name(Path(target).name + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            message = f"output {target} is being written by process {holder}; wait for it or choose another output"
+            raise UserError(message) from None
+        if path.exists() and os.path.samestat(os.fstat(handle.fileno()), path.stat()):
+            break
+        handle.close()  # the previous holder removed this file while we opened it: take a fresh one
+    try:
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
 
 
 @contextlib.contextmanager

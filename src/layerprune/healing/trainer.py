@@ -9,15 +9,16 @@ own code, configured from :class:`TrainConfig`.
 
 from __future__ import annotations
 
+import difflib
 import math
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
-from transformers import PreTrainedModel, Trainer, TrainingArguments
+from transformers import PreTrainedModel, SchedulerType, Trainer, TrainingArguments
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.utils import ModelOutput
 
@@ -57,6 +58,17 @@ class TrainConfig:
     cache_prefix: bool = True
     cache_memory_gb: Annotated[float, Field(ge=0)] = 4.0
     keep_checkpoints: bool = False
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, name: str) -> str:
+        """One of transformers' ``SchedulerType`` names (else the Trainer fails after the earlier stages ran)."""
+        names = [kind.value for kind in SchedulerType]
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"unknown learning-rate scheduler {name!r}.{hint} Valid: {', '.join(names)}")
+        return name
 
 
 class HealingTrainer(Trainer):

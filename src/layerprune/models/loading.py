@@ -57,20 +57,33 @@ def load_model(
     with ``trust_remote_code``. A directory written by layerprune restores its provenance.
     """
     torch_dtype = resolve_dtype(dtype)
+    check_model_spec(spec)
     if spec == DEFAULT_SPEC:
         model, tokenizer = _load_gguf(default_gguf_path(), torch_dtype, device_map, cache_dir)
     elif spec.endswith(".gguf"):
         model, tokenizer = _load_gguf(_existing_file(spec), torch_dtype, device_map, cache_dir)
     elif Path(spec).is_dir():
         model, tokenizer = _load_directory(Path(spec), torch_dtype, device_map, trust_remote_code, allow_pickle)
-    elif _looks_like_path(spec):
-        raise UserError(f"model {spec} not found: it is not a model directory, a .gguf file or 'default'")
     else:
         model, tokenizer = _load_hub(spec, torch_dtype, device_map, trust_remote_code, allow_pickle)
     get_architecture(model)
     _attach_provenance(model, spec)
     model.eval()
     return model, tokenizer
+
+
+def check_model_spec(spec: str, role: str = "model") -> None:
+    """What :func:`load_model` can tell about ``spec`` without reading weights: a local path must exist.
+
+    ``default`` needs the embedded package and a ``.gguf`` file its magic bytes; a hub id is
+    looked up only when loaded.
+    """
+    if spec == DEFAULT_SPEC:
+        default_gguf_path()
+    elif spec.endswith(".gguf"):
+        _existing_file(spec)
+    elif not Path(spec).is_dir() and _looks_like_path(spec):
+        raise UserError(f"{role} {spec} not found: it is not a model directory, a .gguf file or 'default'")
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str:

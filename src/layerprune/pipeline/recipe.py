@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -34,14 +35,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from layerprune.calibration import CalibrationConfig
-from layerprune.config import ConfigError, describe_errors, strict_config
+from layerprune.config import ConfigError, describe_errors, reject_coercion, strict_config
 from layerprune.data_paths import data_dir
 from layerprune.errors import UserError
 from layerprune.evaluation.runner import EvalConfig
-from layerprune.healing import LOSSES, METHODS, DataConfig, LossConfig, MethodConfig, TrainConfig
+from layerprune.healing import DATA_FORMATS, LOSSES, METHODS, DataConfig, LossConfig, MethodConfig, TrainConfig
 from layerprune.merging import MergeConfig
 from layerprune.merging.streamline import StreamlineConfig
 from layerprune.metrics import METRICS, ScoringContext
+from layerprune.models.loading import check_model_spec, resolve_dtype
 from layerprune.width import SparsifyConfig, WidthConfig
 
 SCHEMA_VERSION = 1
@@ -50,10 +52,18 @@ _SCORING = ScoringContext(progress=False)
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
+def check_dtype(cls: type, name: str | None) -> str | None:
+    """A dtype name that :func:`~layerprune.models.loading.resolve_dtype` knows (``None`` keeps the model's)."""
+    if name is not None:
+        resolve_dtype(name)
+    return name
+
+
 class Section(BaseModel):
-    """A recipe section: unknown keys are errors."""
+    """A recipe section: unknown keys are errors, and values are not coerced between kinds."""
 
     model_config = ConfigDict(extra="forbid")
+    _no_coercion = field_validator("*", mode="before")(reject_coercion)
 
 
 class ModelSection(Section):
@@ -65,6 +75,8 @@ class ModelSection(Section):
     trust_remote_code: bool = False
     allow_pickle: bool = False
     cache_dir: str | None = None
+
+    _dtype = field_validator("dtype")(check_dtype)
 
 
 class SelectSection(Section):
@@ -97,6 +109,8 @@ class SelectSection(Section):
     @field_validator("layers", mode="before")
     @classmethod
     def _layer_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            check_layer_list(value)
         return parse_layer_list(value) if isinstance(value, str) else value
 
     @model_validator(mode="after")
@@ -160,6 +174,8 @@ class HealSection(Section):
     def _consistent(self) -> HealSection:
         METHODS.get(self.method.name)
         LOSSES.get(self.loss.name)
+        if self.data.format != "auto" and self.data.format not in DATA_FORMATS:
+            raise ValueError(f"data.format: {DATA_FORMATS.unknown_message(self.data.format)}")
         if self.loss.needs_teacher and not self.teacher:
             raise ValueError(f"loss {self.loss.name!r} distils from a teacher: set heal.teacher (or 'source')")
         if self.train.resume:
@@ -202,6 +218,8 @@ class OutputSection(Section):
     """``dtype`` of every saved model (default: keep the loaded dtype)."""
 
     dtype: str | None = None
+
+    _dtype = field_validator("dtype")(check_dtype)
 
 
 class Recipe(Section):
@@ -261,7 +279,22 @@ def parse_layer_list(text: str) -> list[int]:
         if last < first:
             raise UserError(f"layer range {part!r} is descending; write it as {last}-{first}")
         values.extend(range(first, last + 1))
+    check_layer_list(values)
     return values
+
+
+def check_layer_list(layers: list[Any]) -> None:
+    """A list of layers to remove is not empty, holds integers ≥ 0 (no booleans), and names each layer once."""
+    if not layers:
+        raise UserError("the layer list is empty: it would remove nothing (give at least one index)")
+    if not all(isinstance(index, int) and not isinstance(index, bool) for index in layers):
+        raise UserError(f"layer indices are integers, got {layers}")
+    negative = [index for index in layers if index < 0]
+    if negative:
+        raise UserError(f"layer index {negative[0]} is negative; indices count from 0")
+    repeated = sorted({index for index in layers if layers.count(index) > 1})
+    if repeated:
+        raise UserError(f"layer {repeated[0]} is listed {layers.count(repeated[0])} times in {layers}; name each once")
 
 
 def parse_schedule(text: str) -> list[int]:
@@ -273,6 +306,48 @@ def parse_schedule(text: str) -> list[int]:
     if rounds != 1 or not 0 < step <= total:
         raise UserError(f"schedule {text!r}: the form is 1:k:n with 0 < k ≤ n (one healing run per step)")
     return [min(step, total - done) for done in range(0, total, step)]
+
+
+# --- checks before any work ---------------------------------------------------------------
+
+
+def check_model_specs(recipe: Recipe) -> None:
+    """``model.spec`` and a ``heal.teacher`` that names a model: local paths exist (hub ids wait for the load)."""
+    check_model_spec(recipe.model.spec, "model.spec")
+    if recipe.heal is not None and recipe.heal.teacher not in (None, "source"):
+        check_model_spec(recipe.heal.teacher, "heal.teacher")
+
+
+def check_task_names(recipe: Recipe) -> None:
+    """``evaluate.tasks``: suite names, or task names lm-eval's index knows."""
+    if recipe.evaluate is None or not recipe.evaluate.tasks:
+        return
+    from layerprune.evaluation.harness import check_task_names as check_with
+    from layerprune.evaluation.harness import task_manager
+    from layerprune.evaluation.tasks import expand_tasks
+
+    try:
+        check_with(expand_tasks(recipe.evaluate.tasks)[0], task_manager())
+    except UserError as error:
+        raise UserError(f"evaluate.tasks: {error}") from None
+
+
+RECIPE_CHECKS: list[Callable[[Recipe], None]] = [check_model_specs, check_task_names]
+"""What the file system and the project's tables can show about a valid :class:`Recipe`, in order.
+Data sources (``heal.data.source``, ``calibration.source``, ``evaluate.ppl``) are checked by the data
+resolver's own function, appended here."""
+
+
+def check_before_work(recipe: Recipe) -> None:
+    """Every check that needs no model: ``run`` and ``--dry-run`` call it before anything loads or is written.
+
+    The schema (:func:`validate_recipe`) has already checked keys, types, ranges and names
+    (metrics, methods, losses, data formats, schedulers, dtypes, layer lists); this adds
+    :data:`RECIPE_CHECKS`. What needs the model (an index beyond its depth) is checked by
+    the runner after the load, before any stage writes.
+    """
+    for check in RECIPE_CHECKS:
+        check(recipe)
 
 
 # --- reading, overriding, shipped recipes -------------------------------------------------
@@ -312,7 +387,18 @@ def read_mapping(path: Path) -> dict[str, Any]:
 
 
 class RecipeLoader(yaml.SafeLoader):
-    """YAML without YAML 1.1's base-60 numbers, so that a schedule ``1:4:8`` stays a string (not 3848)."""
+    """YAML without YAML 1.1's base-60 numbers, so that a schedule ``1:4:8`` stays a string (not 3848),
+    and without silently dropped keys: a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 RecipeLoader.yaml_implicit_resolvers = {
@@ -338,11 +424,25 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def set_key(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``key`` (dotted) in ``data``; a scalar set on a section with a ``name``/``source`` sets that."""
-    *parents, last = key.split(".")
+    """Set ``key`` (dotted) in ``data``; a scalar set on a section with a ``name``/``source`` sets that.
+
+    An empty segment (``heal..max_steps``) or a path through a value that is not a section (a list,
+    a number) is a :class:`UserError` naming it.
+    """
+    *parents, last = parts = key.split(".")
+    if "" in parts:
+        where = parts.index("") + 1
+        raise UserError(f"key {key!r} has an empty segment (part {where}); write it like heal.train.max_steps")
     node = data
-    for part in parents:
+    for depth, part in enumerate(parents):
         child = node.get(part)
+        if (
+            child is not None
+            and not isinstance(child, dict)
+            and not (isinstance(child, str) and part in _SHORTHAND_FIELD)
+        ):
+            where = ".".join(parents[: depth + 1])
+            raise UserError(f"cannot set {key}: {where} is a {type(child).__name__}, not a section with keys")
         if not isinstance(child, dict):
             child = {} if child is None or isinstance(child, str) else child
             if isinstance(node.get(part), str):  # a shorthand such as heal.loss: kd

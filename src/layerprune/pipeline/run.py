@@ -32,10 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from layerprune.errors import UserError
-from layerprune.models import load_model
-from layerprune.pipeline.recipe import Recipe
+from layerprune.models import load_model, num_layers
+from layerprune.pipeline.recipe import Recipe, check_before_work
 from layerprune.pipeline.stages import STAGES, ModelState, Stage, StageContext
-from layerprune.saving import atomic_write_text, check_apart_from_inputs, write_json
+from layerprune.saving import atomic_write_text, check_apart_from_inputs, output_lock, write_json
 
 RECORD, PENDING, RUN_FILE = "stage.json", "pending.json", "run.json"
 console = Console()
@@ -218,25 +218,52 @@ def run(
     store: RunStore | CacheStore | None = None,
     extra_metrics: list[str] = (),
 ) -> RunResult:
-    """Run ``recipe`` into ``output`` (see the module docstring); ``dry_run`` prints the plan only."""
+    """Run ``recipe`` into ``output`` (see the module docstring); ``dry_run`` prints the plan only.
+
+    Everything the recipe and the file system show is checked first (:func:`check_before_work`,
+    the output), so a bad recipe writes nothing; the output is then locked against a second
+    writer, and what needs the model is checked after the load, before any stage writes.
+    """
     output = Path(output)
+    check_before_work(recipe)
     check_output(output, recipe, overwrite)
-    if overwrite and output.exists() and not dry_run:
-        shutil.rmtree(output)
-    store = store or RunStore(output)
+    if dry_run:
+        return _planned(recipe, output, store or RunStore(output), extra_metrics)
+    with output_lock(output):
+        if overwrite and output.exists():
+            shutil.rmtree(output)
+        result = _planned(recipe, output, store or RunStore(output), extra_metrics)
+        state = ModelState(lambda: _load_source(recipe))
+        check_against_model(recipe, result.plan, state)
+        output.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(output / "recipe.yaml", recipe.to_yaml())
+        _write_run_file(output, recipe, result.plan)
+        for planned in result.plan:
+            result.records[planned.name] = _execute(planned, recipe, state, result.plan, list(extra_metrics))
+        _finish(output, result.plan, result)
+    return result
+
+
+def _planned(recipe: Recipe, output: Path, store: RunStore | CacheStore, extra_metrics: list[str]) -> RunResult:
     plan = make_plan(recipe, store, list(extra_metrics))
     print_plan(plan, recipe)
-    result = RunResult(output, plan)
-    if dry_run:
-        return result
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "recipe.yaml", recipe.to_yaml())
-    _write_run_file(output, recipe, plan)
-    state = ModelState(lambda: _load_source(recipe))
-    for planned in plan:
-        result.records[planned.name] = _execute(planned, recipe, state, plan, list(extra_metrics))
-    _finish(output, plan, result)
-    return result
+    return RunResult(output, plan)
+
+
+def check_against_model(recipe: Recipe, plan: list[PlannedStage], state: ModelState) -> None:
+    """What needs the source model's depth (layer indices, layer counts), after its load and before any write.
+
+    Only when the selection will run here (a cached selection was checked when it ran).
+    """
+    select = recipe.select
+    if select is None or all(p.status == "cached" for p in plan if p.name == "select"):
+        return
+    depth = num_layers(state.get()[0])
+    if select.layers is not None and max(select.layers) >= depth:
+        last = max(select.layers)
+        raise UserError(f"select.layers: layer {last} is beyond the model's {depth} layers (0–{depth - 1})")
+    if select.num_layers is not None and select.num_layers >= depth:
+        raise UserError(f"select.num_layers is {select.num_layers} but the model has only {depth} layers")
 
 
 def _load_source(recipe: Recipe):

@@ -34,6 +34,7 @@ from layerprune.config import ConfigError
 from layerprune.errors import UserError
 from layerprune.pipeline.recipe import (
     Recipe,
+    check_before_work,
     parse_override,
     read_mapping,
     resolve_shipped,
@@ -43,7 +44,7 @@ from layerprune.pipeline.recipe import (
 from layerprune.pipeline.run import CacheStore, console, make_plan, read_json, recipe_inputs
 from layerprune.pipeline.run import run as run_recipe
 from layerprune.report import write_study_report
-from layerprune.saving import atomic_write_text, check_apart_from_inputs
+from layerprune.saving import atomic_write_text, check_apart_from_inputs, output_lock
 
 STUDY_KEYS = {"description", "base", "set", "grid"}
 
@@ -123,24 +124,31 @@ def run_study(
     output = Path(output)
     study, cells = load_study(source, overrides)
     for cell in cells:
+        check_before_work(cell.recipe)
         check_apart_from_inputs(output, recipe_inputs(cell.recipe))
-    if overwrite and output.exists() and not dry_run:
-        shutil.rmtree(output)
-    store = CacheStore(output / "cache")
-    metrics = _metrics_by_scoring(cells, store)
-    _print_cells(cells, store, metrics)
     if dry_run:
+        _print_cells(cells, CacheStore(output / "cache"))
         return []
-    if output.exists() and not (output / "cache").is_dir() and any(output.iterdir()):
-        raise UserError(f"output {output} exists and is not a layerprune study")
+    with output_lock(output):
+        if overwrite and output.exists():
+            shutil.rmtree(output)
+        if output.exists() and not (output / "cache").is_dir() and any(output.iterdir()):
+            raise UserError(f"output {output} exists and is not a layerprune study")
+        rows = _run_cells(cells, output)
+        write_rows(output / "results.csv", rows)
+        write_study_report(output, rows, study.get("description") or f"study {source}")
+    return rows
+
+
+def _run_cells(cells: list[Cell], output: Path) -> list[dict[str, Any]]:
+    """Each cell into ``<output>/cells/<cell>``, sharing ``<output>/cache``; the rows of results.csv."""
+    store = CacheStore(output / "cache")
+    metrics = _print_cells(cells, store)
     for index, cell in enumerate(cells, start=1):
         console.rule(f"[bold]cell {index}/{len(cells)}: {cell.name}")
         extra = metrics.get(_score_fingerprint(cell, store), [])
         run_recipe(cell.recipe, output / "cells" / cell.name, store=store, extra_metrics=extra)
-    rows = [_row(cell, output / "cells" / cell.name) for cell in cells]
-    write_rows(output / "results.csv", rows)
-    write_study_report(output, rows, study.get("description") or f"study {source}")
-    return rows
+    return [_row(cell, output / "cells" / cell.name) for cell in cells]
 
 
 def _score_fingerprint(cell: Cell, store: CacheStore) -> str | None:
@@ -159,12 +167,15 @@ def _metrics_by_scoring(cells: list[Cell], store: CacheStore) -> dict[str, list[
     return grouped
 
 
-def _print_cells(cells: list[Cell], store: CacheStore, metrics: dict[str, list[str]]) -> None:
+def _print_cells(cells: list[Cell], store: CacheStore) -> dict[str, list[str]]:
+    """Print each cell's cached stages; return the metrics each scoring pass computes (:func:`_metrics_by_scoring`)."""
+    metrics = _metrics_by_scoring(cells, store)
     console.print(f"{len(cells)} cells")
     for cell in cells:
         plan = make_plan(cell.recipe, store, metrics.get(_score_fingerprint(cell, store) or "", []))
         cached = sum(p.status == "cached" for p in plan)
         console.print(f"  {cell.name}: {cached}/{len(plan)} stages cached")
+    return metrics
 
 
 def _row(cell: Cell, directory: Path) -> dict[str, Any]:
