@@ -8,6 +8,7 @@ after. The probes are the roots of issue 25 item 7 (and item 5 for run and study
 from __future__ import annotations
 
 import importlib
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import yaml
 
 from layerprune.cli import main
 from pipeline_support import tiny_recipe, tiny_workspace
+from process_support import stopped_in
 
 run_module = importlib.import_module("layerprune.pipeline.run")
 
@@ -145,6 +147,36 @@ def test_a_key_given_twice_in_yaml_is_refused(workspace, capsys) -> None:
 def test_a_layer_beyond_the_model_is_found_after_the_load_before_any_write(tmp_path, capsys) -> None:
     root = tiny_workspace(tmp_path)
     recipe = _recipe(root, select={"layers": [1, 9]})
-    refused(root, ["run", recipe, "--output", "{w}/out"], "select.layers: layer 9 is beyond the model's 4 layers", capsys)
+    message = "select.layers: layer 9 is beyond the model's 4 layers"
+    refused(root, ["run", recipe, "--output", "{w}/out"], message, capsys)
     recipe = _recipe(root, select={"metric": "bi", "num_layers": 4})
     refused(root, ["run", recipe, "--output", "{w}/out"], "select.num_layers is 4 but the model has only 4", capsys)
+
+
+# --- two writers, one output; the advice after an interrupted heal --------------------------
+
+HEAL_CHECKPOINT = ("layerprune.healing.trainer", "HealingTrainer", "_save_checkpoint")
+
+
+@pytest.mark.slow
+def test_a_second_run_into_the_same_output_exits_2_naming_the_first(tmp_path, capsys) -> None:
+    root = tiny_workspace(tmp_path)
+    recipe = _recipe(root)
+    argv = ["run", recipe, "--output", str(root / "out")]
+    with stopped_in(argv, ("layerprune.pipeline.stages", "Select", "run")) as first:
+        err = refused(root, argv, f"output {root / 'out'} is being written by process {first.pid}", capsys)
+        assert "choose another output" in err
+        first.send_signal(signal.SIGTERM)
+    assert first.output.returncode == -signal.SIGTERM
+    assert main([*argv, "--dry-run"]) == 0, "a killed writer's lock does not outlive it"
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_runs_heal_advises_the_same_command(tmp_path) -> None:
+    root = tiny_workspace(tmp_path)
+    argv = ["run", _recipe(root), "--output", str(root / "out")]
+    with stopped_in(argv, HEAL_CHECKPOINT) as process:
+        process.send_signal(signal.SIGTERM)
+    assert process.output.returncode == 143, process.output.stderr
+    assert "run the same command again" in process.output.stderr
+    assert "--resume" not in process.output.stderr

@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 @dataclass
 class HealConfig:
     """A healing run. ``teacher`` is a model spec or ``"source"`` (the dense model in ``layerprune.json``);
-    ``cache_dir`` is where a GGUF teacher is dequantized."""
+    ``cache_dir`` is where a GGUF teacher is dequantized; ``resume_advice`` is what an interrupted run
+    tells the user to do (the caller knows its own command)."""
 
     output: str
     method: MethodConfig = field(default_factory=MethodConfig)
@@ -57,6 +58,7 @@ class HealConfig:
     overwrite: bool = False
     save_dtype: str | None = None
     cache_dir: str | None = None
+    resume_advice: str = "rerun with --resume to continue"
 
     def checkpoints(self) -> Path:
         return Path(self.checkpoint_dir or f"{Path(self.output)}.checkpoints")
@@ -90,7 +92,7 @@ def heal(
             return _train_and_save(model, tokenizer, config, method, teacher, data, callbacks)
     except BaseException:
         if created:
-            _discard_checkpoints(config.checkpoints())
+            _discard_checkpoints(config.checkpoints(), config.resume_advice)
         raise
 
 
@@ -146,7 +148,7 @@ def _gathered_state_dict(trainer: HealingTrainer) -> dict[str, torch.Tensor] | N
     return trainer.accelerator.get_state_dict(trainer.model) if _is_sharded(trainer) else None
 
 
-def _discard_checkpoints(directory: Path) -> None:
+def _discard_checkpoints(directory: Path, advice: str) -> None:
     """After a failed or interrupted run: remove the checkpoint folder it created, unless it can be resumed.
 
     A folder holding a complete ``checkpoint-N`` is kept for ``--resume`` (minus the prefix
@@ -157,7 +159,7 @@ def _discard_checkpoints(directory: Path) -> None:
         shutil.rmtree(directory, ignore_errors=True)
         return
     (directory / PREFIX_CACHE_FILE).unlink(missing_ok=True)
-    logger.warning("interrupted: kept %s; rerun with --resume to continue, or delete it", last)
+    logger.warning("interrupted: kept %s; %s, or delete it", last, advice)
 
 
 def _teacher(model: PreTrainedModel, config: HealConfig, given: PreTrainedModel | None) -> PreTrainedModel | None:

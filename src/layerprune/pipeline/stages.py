@@ -183,6 +183,7 @@ def _heal_config(section: HealSection, step_dir: Path, save_dtype: str | None) -
         checkpoint_dir=str(checkpoints),
         overwrite=True,
         save_dtype=save_dtype,
+        resume_advice="run the same command again to continue from it",
     )
 
 
