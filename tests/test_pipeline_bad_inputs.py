@@ -7,6 +7,7 @@ after. The probes are the roots of issue 25 item 7 (and item 5 for run and study
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import signal
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 import yaml
 
 from layerprune.cli import main
+from layerprune.config import ConfigError
+from layerprune.pipeline.study import check_names, load_study
 from pipeline_support import tiny_recipe, tiny_workspace
 from process_support import stopped_in
 
@@ -180,3 +183,39 @@ def test_sigterm_during_a_runs_heal_advises_the_same_command(tmp_path) -> None:
     assert process.output.returncode == 143, process.output.stderr
     assert "run the same command again" in process.output.stderr
     assert "--resume" not in process.output.stderr
+
+
+# --- studies ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        ({"grid": {"select.metric": ["bi", "bi"]}}, "grid select.metric lists 'bi' twice"),
+        (
+            {"grid": {"heal.method": [{"name": "lora"}, {"name": "lora"}]}},
+            "grid heal.method lists {'name': 'lora'} twice",
+        ),
+        ({"gird": {"select.metric": ["bi"]}}, "unknown study key 'gird' — did you mean 'grid'?"),
+        ({"grid": {"select.metric": ["bi"]}, "set": ["heal.train.max_steps=2"]}, "set maps key paths to values"),
+    ],
+)
+def test_a_bad_study_is_one_line(workspace, capsys, study, message) -> None:
+    path = workspace / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": tiny_recipe(workspace), **study}))
+    for dry_run in ([], ["--dry-run"]):
+        refused(workspace, ["study", str(path), "--output", "{w}/out", *dry_run], message, capsys)
+
+
+def test_cell_names_are_injective(workspace) -> None:
+    base = tiny_recipe(workspace, select={"layers": [1]})
+    grid = {"select.layers": ["1,3", "1-3"], "description": ["a_b", "a b"]}
+    path = workspace / "study.yaml"
+    path.write_text(yaml.safe_dump({"base": base, "grid": grid}, sort_keys=False))
+    _, cells = load_study(path)
+    names = ["layers-1%2C3_description-a%5Fb", "layers-1%2C3_description-a%20b", "layers-1-3_description-a%5Fb"]
+    assert [cell.name for cell in cells][:3] == names
+    assert [cell.recipe.select.layers for cell in cells][::2] == [[1, 3], [1, 2, 3]]
+    twin = dataclasses.replace(cells[1], values={"select.layers": "other"})
+    with pytest.raises(ConfigError, match="would share the directory name 'layers-1%2C3_description-a%20b'"):
+        check_names([*cells, twin], "study.yaml")

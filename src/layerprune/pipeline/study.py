@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import copy
 import csv
+import difflib
 import io
 import itertools
-import re
+import json
 import shutil
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,19 +68,50 @@ def load_study(source: str | Path, overrides: Sequence[str] = ()) -> tuple[dict[
     """
     path = resolve_shipped(str(source), "studies")
     study = read_mapping(path)
-    unknown = sorted(set(study) - STUDY_KEYS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown study key {unknown[0]!r} (valid: {', '.join(sorted(STUDY_KEYS))})")
-    grid = study.get("grid") or {}
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise ConfigError(f"{source}: grid maps key paths to non-empty lists of values")
+    _check_keys(study, source)
+    grid = _grid(study.get("grid") or {}, source)
     base = _base(study.get("base"), path)
-    for key, value in (study.get("set") or {}).items():
+    settings = study.get("set") or {}
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{source}: set maps key paths to values, e.g. set: {{heal.train.max_steps: 20}}")
+    for key, value in settings.items():
         set_key(base, key, value)
     for override in overrides:
         set_key(base, *parse_override(override))
     cells = [_cell(base, dict(zip(grid, values, strict=True)), source) for values in itertools.product(*grid.values())]
+    check_names(cells, source)
     return study, cells
+
+
+def _check_keys(study: dict[str, Any], source: str | Path) -> None:
+    for key in study:
+        if key not in STUDY_KEYS:
+            close = difflib.get_close_matches(str(key), sorted(STUDY_KEYS), n=1)
+            hint = f" — did you mean {close[0]!r}?" if close else f" (valid: {', '.join(sorted(STUDY_KEYS))})"
+            raise ConfigError(f"{source}: unknown study key {key!r}{hint}")
+
+
+def _grid(grid: Any, source: str | Path) -> dict[str, list[Any]]:
+    """The grid: key paths to non-empty lists, each value once (a repeated value would repeat its cells)."""
+    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
+        raise ConfigError(f"{source}: grid maps key paths to non-empty lists of values")
+    for key, values in grid.items():
+        seen = [json.dumps(value, sort_keys=True, default=str) for value in values]
+        repeated = next((values[i] for i, text in enumerate(seen) if seen.index(text) != i), None)
+        if repeated is not None:
+            raise ConfigError(f"{source}: grid {key} lists {repeated!r} twice; each value makes its own cells")
+    return grid
+
+
+def check_names(cells: list[Cell], source: str | Path) -> None:
+    """Distinct cells have distinct directory names (else one would overwrite the other's results)."""
+    by_name: dict[str, Cell] = {}
+    for cell in cells:
+        other = by_name.setdefault(cell.name, cell)
+        if other is not cell:
+            raise ConfigError(
+                f"{source}: cells {other.values} and {cell.values} would share the directory name {cell.name!r}"
+            )
 
 
 def _base(base: Any, study_path: Path) -> dict[str, Any]:
@@ -100,14 +133,22 @@ def _cell(base: dict[str, Any], values: dict[str, Any], source: str | Path) -> C
     except ConfigError as error:
         keys = ", ".join(values)
         raise ConfigError(f"{error} (grid keys: {keys})") from None
-    return Cell(values, re.sub(r"[^A-Za-z0-9._+-]", "-", name), recipe)
+    return Cell(values, name, recipe)
 
 
 def _label(key: str, value: Any) -> str:
-    """``select.metric=bi`` → ``metric-bi``; a mapping → its leaf values joined (``{method: slm}`` → ``slm``)."""
+    """``select.metric=bi`` → ``metric-bi``; a mapping → its leaf values joined (``{method: slm}`` → ``slm``).
+
+    Characters other than letters, digits and ``.+-`` are percent-encoded (``1,3`` → ``1%2C3``,
+    ``_`` too, which joins the keys), so distinct values give distinct names.
+    """
     if isinstance(value, dict):
-        return "-".join(f"{k}-{_label('', v)}" if isinstance(v, dict) else str(v) for k, v in value.items())
-    return f"{key.rsplit('.', 1)[-1]}-{value}" if key else str(value)
+        return "-".join(f"{k}-{_label('', v)}" if isinstance(v, dict) else _quote(v) for k, v in value.items())
+    return f"{key.rsplit('.', 1)[-1]}-{_quote(value)}" if key else _quote(value)
+
+
+def _quote(value: Any) -> str:
+    return urllib.parse.quote(str(value), safe=".+-").replace("_", "%5F")  # quote keeps "_", the key separator
 
 
 def run_study(
