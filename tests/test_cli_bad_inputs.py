@@ -55,6 +55,15 @@ def _setup(work: Path, model: Path) -> None:
     auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XForCausalLM"}
     (work / "remote" / "config.json").write_text(json.dumps({"model_type": "xmodel", "auto_map": auto_map}))
     shutil.copytree(model, work / "model")
+    shutil.copytree(model, work / "badindex")
+    (work / "badindex" / "model.safetensors.index.json").write_text('{"weight_map": ')
+    (work / "state.json").write_text(json.dumps({"generation": 1}))
+    results = {"schema": "layerprune.eval/1", "model": "m", "num_layers": 3, "source_num_layers": 4}
+    results |= {"tasks": {}, "suites": {}, "perplexity": {"wikitext2": {"ppl": 12.5}}, "speed": None}
+    (work / "results.json").write_text(json.dumps(results))
+    (work / "ppl-string.json").write_text(json.dumps({**results, "perplexity": "12.5"}))
+    (work / "ppl-value-string.json").write_text(json.dumps({**results, "perplexity": {"w": {"ppl": "12.5"}}}))
+    (work / "schema-only.json").write_text(json.dumps({"schema": "layerprune.eval/1"}))
     readonly = work / "readonly"
     readonly.mkdir()
     readonly.chmod(0o555)
@@ -166,6 +175,18 @@ CASES = [
         )
         for where, output, words in OUTPUT_ON_INPUT
     ],
+    # malformed files the commands read (no traceback)
+    ("dsa-state-malformed", [*SPARSIFY, "--allocation", "dsa", "--dsa-state", "{w}/bad.jsonl"], "not valid JSON"),
+    ("dsa-state-not-a-state", [*SPARSIFY, "--allocation", "dsa", "--dsa-state", "{w}/state.json"], "no 'fitness'"),
+    ("prune-malformed-index", _with(PRUNE, "--model", "{w}/badindex"), "index.json: not valid JSON"),
+    ("prune-malformed-index-streamed", [*_with(PRUNE, "--model", "{w}/badindex"), "--streaming"], "not valid JSON"),
+    ("compare-ppl-string", ["compare", "{w}/results.json", "{w}/ppl-string.json"], "perplexity should be a mapping"),
+    ("compare-ppl-value-string", ["compare", "{w}/results.json", "{w}/ppl-value-string.json"], "a number 'ppl'"),
+    (
+        "report-schema-tag-only",
+        ["report", "--results", "{w}/schema-only.json", "--output", "{w}/out"],
+        "a results file needs 'model'",
+    ),
     ("score-output-inside-input", _with(SCORE, "--model", "{w}/model", "--output", "{w}/model/config.json"), "inside"),
     (
         "heal-output-is-teacher",
@@ -244,7 +265,7 @@ def _check(case_argv, message, model_dir, tmp_path, capsys) -> None:
     capsys.readouterr()
     argv = _fill(case_argv, work, model_dir)
     try:
-        code = main([*argv, "--cache-dir", str(work / "cache")] if argv[0] not in ("report",) else argv)
+        code = main([*argv, "--cache-dir", str(work / "cache")] if argv[0] not in ("report", "compare") else argv)
     finally:
         (work / "readonly").chmod(0o755)
     err = capsys.readouterr().err

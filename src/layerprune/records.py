@@ -38,6 +38,17 @@ def read_json(path: Path) -> Any:
     return _parse(read_text_file(path), str(path))
 
 
+def read_json_object(path: Path, what: str, keys: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The file's JSON object, holding ``keys``; anything else is a :class:`UserError` naming ``what`` it should be."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: not {what} (expected a JSON object, got {type(value).__name__})")
+    missing = [key for key in keys if key not in value]
+    if missing:
+        raise UserError(f"{path}: not {what} (no {missing[0]!r} field)")
+    return value
+
+
 def read_parquet(path: Path) -> list[dict[str, Any]]:
     """The rows of a Parquet file as dicts."""
     import pyarrow

@@ -64,7 +64,39 @@ def read_results(path: str | Path) -> dict[str, Any]:
     results = read_json(path)
     if not isinstance(results, dict) or results.get("schema") != SCHEMA:
         raise UserError(f"{path} is not a layerprune results file (schema {SCHEMA})")
+    _check_shape(results, path)
     return results
+
+
+_SHAPE: dict[str, tuple[type, ...]] = {
+    "model": (str,),
+    "num_layers": (int,),
+    "source_num_layers": (int, type(None)),
+    "tasks": (dict,),
+    "suites": (dict,),
+    "perplexity": (dict,),
+    "speed": (dict, type(None)),
+}
+
+
+_KIND_NAMES = {str: "a string", int: "an integer", dict: "a mapping", type(None): "null"}
+
+
+def _check_shape(results: dict[str, Any], path: Path) -> None:
+    """The fields the tables read, with their kinds (a hand-edited or truncated file is a :class:`UserError`)."""
+    for key, kinds in _SHAPE.items():
+        if key not in results:
+            raise UserError(f"{path}: a results file needs {key!r} (it has {', '.join(results) or 'nothing'})")
+        if not isinstance(results[key], kinds) or isinstance(results[key], bool):
+            kind = " or ".join(_KIND_NAMES[k] for k in kinds)
+            raise UserError(f"{path}: {key} should be {kind}, got {results[key]!r}")
+    for name, entry in results["perplexity"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("ppl"), int | float):
+            raise UserError(f"{path}: perplexity.{name} should hold a number 'ppl', got {entry!r}")
+    for section in ("tasks", "suites"):
+        for name, entry in results[section].items():
+            if not isinstance(entry, dict):
+                raise UserError(f"{path}: {section}.{name} should be a mapping, got {entry!r}")
 
 
 def summary_rows(results: dict[str, Any]) -> dict[str, float | None]:

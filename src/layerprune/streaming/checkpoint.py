@@ -26,6 +26,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from layerprune.errors import UserError
 from layerprune.models.architectures import Architecture, decoder_config, get_architecture
+from layerprune.records import read_json_object
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -153,7 +154,9 @@ def _weight_map(path: Path) -> dict[str, str]:
             raise UserError(f"{path} has safetensors shards {shards} but no {INDEX_FILE}")
         with safe_open(str(path / SINGLE_FILE), framework="pt") as handle:
             return dict.fromkeys(handle.keys(), SINGLE_FILE)
-    weight_map = json.loads(index.read_text())["weight_map"]
+    weight_map = read_json_object(index, "a safetensors index", ("weight_map",))["weight_map"]
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UserError(f"{index}: not a safetensors index (weight_map should map tensor names to shard files)")
     missing = sorted(set(weight_map.values()) - set(shards))
     if missing:
         raise UserError(f"{INDEX_FILE} in {path} names shard {missing[0]}, which is not in the directory")

@@ -7,11 +7,11 @@ command prints.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import psutil
 
+from layerprune.records import read_json_object
 from layerprune.streaming.checkpoint import INDEX_FILE, SINGLE_FILE
 
 GIB = 2**30
@@ -26,9 +26,10 @@ def checkpoint_bytes(directory: Path) -> int | None:
     """The weights' size from the index's ``total_size`` (else the shards' size); ``None`` without safetensors."""
     index = directory / INDEX_FILE
     if index.is_file():
-        total = json.loads(index.read_text()).get("metadata", {}).get("total_size")
-        if total:
-            return int(total)
+        metadata = read_json_object(index, "a safetensors index").get("metadata")
+        total = metadata.get("total_size") if isinstance(metadata, dict) else None
+        if isinstance(total, int) and total > 0:
+            return total
     shards = list(directory.glob("*.safetensors"))
     return sum(shard.stat().st_size for shard in shards) if shards else None
 

@@ -31,12 +31,13 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
 
 from layerprune.errors import UserError
+from layerprune.records import read_json_object
 from layerprune.width.sparse import ALLOCATIONS, AllocationContext, spread
 
 PRE = ("identity", "square", "sqrt", "log1p", "standardise")
@@ -146,7 +147,7 @@ class SearchState:
 
     @classmethod
     def load(cls, path: Path) -> SearchState | None:
-        return cls(**json.loads(path.read_text())) if path.is_file() else None
+        return _from_file(cls, path, "a DSA search state") if path.is_file() else None
 
     def save(self, path: Path) -> None:
         from layerprune.saving import write_json
@@ -211,10 +212,16 @@ def load_function(name_or_path: str) -> AllocationFunction | None:
     path = function_path(name_or_path)
     if not path.is_file():
         return None
+    return _from_file(AllocationFunction, path, "a saved DSA allocation function")
+
+
+def _from_file(kind: type, path: Path, what: str):
+    """A ``kind`` dataclass from the JSON object in ``path``; a malformed file is a :class:`UserError`."""
+    data = read_json_object(path, what, tuple(f.name for f in fields(kind) if f.default is MISSING))
     try:
-        return AllocationFunction(**json.loads(path.read_text()))
-    except (TypeError, json.JSONDecodeError) as error:
-        raise UserError(f"{path} is not a saved DSA allocation function: {error}") from None
+        return kind(**data)
+    except TypeError as error:
+        raise UserError(f"{path}: not {what} ({error})") from None
 
 
 @ALLOCATIONS.register("dsa")
