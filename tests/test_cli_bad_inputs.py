@@ -175,6 +175,22 @@ CASES = [
         )
         for where, output, words in OUTPUT_ON_INPUT
     ],
+    # requests that change nothing or contradict themselves name both values
+    ("width-ratio-removes-nothing", _with(WIDTH, "--ratio", "0.001"), "width ratio 0.001 removes nothing"),
+    (
+        "width-inverted-schedule",
+        [*WIDTH, "--schedule", "log-increase", "--min-ratio", "0.5", "--max-ratio", "0.1"],
+        "min_ratio 0.5 is above max_ratio 0.1",
+    ),
+    (
+        "width-both-bounds-ignore-ratio",
+        [*WIDTH, "--schedule", "log-increase", "--min-ratio", "0.1", "--max-ratio", "0.5"],
+        "ratio 0.3 would be ignored",
+    ),
+    ("width-bound-on-uniform", [*WIDTH, "--min-ratio", "0.1"], "min_ratio 0.1 shapes a log-increase schedule"),
+    ("sparsify-owl-m-negative", [*SPARSIFY, "--allocation", "owl", "--owl-m", "-5"], "owl_m: Input should be greater"),
+    ("sparsify-owl-lambda-0", [*SPARSIFY, "--allocation", "owl", "--owl-lambda", "0"], "owl_lambda 0 makes"),
+    ("sparsify-alpha-epsilon-0", [*SPARSIFY, "--allocation", "alpha", "--alpha-epsilon", "0"], "alpha_epsilon 0"),
     # malformed files the commands read (no traceback)
     ("dsa-state-malformed", [*SPARSIFY, "--allocation", "dsa", "--dsa-state", "{w}/bad.jsonl"], "not valid JSON"),
     ("dsa-state-not-a-state", [*SPARSIFY, "--allocation", "dsa", "--dsa-state", "{w}/state.json"], "no 'fitness'"),

@@ -99,6 +99,8 @@ RECIPE_PROBES = [
     ("select", {"metric": "bi", "num_layers": "1"}, "select.num_layers: expected a number, not a string"),
     ("heal.train.bf16", 1, "heal.train.bf16: expected true or false"),
     ("heal.train.max_steps", False, "heal.train.max_steps: expected a number, not true/false"),
+    ("width", {"ratio": 0.2, "min_ratio": 0.5, "max_ratio": 0.1, "schedule": "log-increase"}, "min_ratio 0.5 is above"),
+    ("sparsify", {"allocation": "owl", "owl_m": -5}, "sparsify.owl_m: Input should be greater than 0"),
 ]
 
 
@@ -152,6 +154,8 @@ def test_a_layer_beyond_the_model_is_found_after_the_load_before_any_write(tmp_p
     recipe = _recipe(root, select={"layers": [1, 9]})
     message = "select.layers: layer 9 is beyond the model's 4 layers"
     refused(root, ["run", recipe, "--output", "{w}/out"], message, capsys)
+    recipe = _recipe(root, select=None, heal=None, width={"ratio": 0.001})
+    refused(root, ["run", recipe, "--output", "{w}/out"], "width ratio 0.001 removes nothing", capsys)
     recipe = _recipe(root, select={"metric": "bi", "num_layers": 4})
     refused(root, ["run", recipe, "--output", "{w}/out"], "select.num_layers is 4 but the model has only 4", capsys)
 

@@ -36,6 +36,7 @@ from layerprune.models import load_model, num_layers
 from layerprune.pipeline.recipe import Recipe, check_before_work
 from layerprune.pipeline.stages import STAGES, ModelState, Stage, StageContext
 from layerprune.saving import atomic_write_text, check_apart_from_inputs, output_lock, write_json
+from layerprune.width.prune import plan_widths
 
 RECORD, PENDING, RUN_FILE = "stage.json", "pending.json", "run.json"
 console = Console()
@@ -251,12 +252,16 @@ def _planned(recipe: Recipe, output: Path, store: RunStore | CacheStore, extra_m
 
 
 def check_against_model(recipe: Recipe, plan: list[PlannedStage], state: ModelState) -> None:
-    """What needs the source model's depth (layer indices, layer counts), after its load and before any write.
-
-    Only when the selection will run here (a cached selection was checked when it ran).
-    """
+    """What needs the source model (layer indices and counts beyond its depth, a width ratio that removes
+    nothing), after its load and before any write; only for a first model stage that will run here
+    (a cached one was checked when it ran, and a later one sees another model)."""
+    first = next((p for p in plan if p.stage.makes_model), None)
+    if first is None or first.status == "cached":
+        return
+    if first.name == "width":
+        plan_widths(state.get()[0], recipe.width)
     select = recipe.select
-    if select is None or all(p.status == "cached" for p in plan if p.name == "select"):
+    if select is None:
         return
     depth = num_layers(state.get()[0])
     if select.layers is not None and max(select.layers) >= depth:

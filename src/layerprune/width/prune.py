@@ -69,6 +69,19 @@ class WidthConfig:
 
     def __post_init__(self) -> None:
         WIDTH_METHODS.get(self.method)
+        given = {k: v for k, v in (("min_ratio", self.min_ratio), ("max_ratio", self.max_ratio)) if v is not None}
+        if given and self.schedule != "log-increase":
+            key = next(iter(given))
+            raise UserError(f"{key} {given[key]} shapes a log-increase schedule, but schedule is {self.schedule!r}")
+        if len(given) == 2 and self.min_ratio > self.max_ratio:
+            raise UserError(
+                f"min_ratio {self.min_ratio} is above max_ratio {self.max_ratio}: log-increase grows from min to max"
+            )
+        if len(given) == 2:
+            raise UserError(
+                f"min_ratio {self.min_ratio} and max_ratio {self.max_ratio} fix the schedule's mean, so ratio "
+                f"{self.ratio} would be ignored: give ratio with at most one bound (the other is solved for)"
+            )
 
 
 @dataclass
@@ -102,6 +115,24 @@ def plan_layer(width: LayerWidth, head_dim: int, hidden: int, ratio: float, inde
     return groups, channels
 
 
+def plan_widths(model: PreTrainedModel, config: WidthConfig) -> tuple[list[float], list[tuple[int, int]]]:
+    """Per-layer ratios and (KV groups, channels) to remove; a plan that removes nothing is a :class:`UserError`."""
+    layout, hidden = get_layout(model), decoder_config(model).hidden_size
+    _, head_dim = dense_width(model)
+    layers = decoder_layers(model)
+    ratios = layer_ratios(len(layers), config.schedule, config.ratio, config.min_ratio, config.max_ratio)
+    plans = [
+        plan_layer(layer_width(layer, layout, head_dim), head_dim, hidden, r, i)
+        for i, (layer, r) in enumerate(zip(layers, ratios, strict=True))
+    ]
+    if not any(groups or channels for groups, channels in plans):
+        raise UserError(
+            f"width ratio {config.ratio} removes nothing: per-layer ratios up to {max(ratios):.4f} round to "
+            "0 KV groups and 0 FFN channels in every layer of this model; choose a larger ratio"
+        )
+    return ratios, plans
+
+
 def width_prune(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -110,15 +141,10 @@ def width_prune(
 ) -> WidthResult:
     """Remove heads and FFN channels from every decoder layer in place (see the module docstring),
     calibrating on ``calibration``."""
-    layout = get_layout(model)
+    ratios, plans = plan_widths(model, config)
     text_config = decoder_config(model)
     _, head_dim = dense_width(model)
     layers = decoder_layers(model)
-    ratios = layer_ratios(len(layers), config.schedule, config.ratio, config.min_ratio, config.max_ratio)
-    plans = [
-        plan_layer(layer_width(layer, layout, head_dim), head_dim, text_config.hidden_size, r, i)
-        for i, (layer, r) in enumerate(zip(layers, ratios, strict=True))
-    ]
     start, before = time.perf_counter(), sum(p.numel() for p in model.parameters())
     inputs = capture_layer_calls(model, load_calibration(tokenizer, calibration).batches(config.batch_size))
     widths = []

@@ -47,7 +47,7 @@ class SparsifyConfig:
     sparsity: Ratio = 0.5
     pattern: Pattern = "unstructured"
     allocation: str = "uniform"
-    owl_m: float = 5.0
+    owl_m: Annotated[float, Field(gt=0)] = 5.0
     owl_lambda: NonNegative = 0.08
     alpha_epsilon: NonNegative = 0.1
     damp: NonNegative = 0.01
@@ -62,6 +62,12 @@ class SparsifyConfig:
     def __post_init__(self) -> None:
         SPARSE_PRUNERS.get(self.pruner)
         ALLOCATIONS.get(self.allocation)
+        spread = {"owl": ("owl_lambda", self.owl_lambda), "alpha": ("alpha_epsilon", self.alpha_epsilon)}
+        key, value = spread.get(self.allocation, ("", None))
+        if value == 0:
+            raise UserError(
+                f"{key} 0 makes allocation {self.allocation!r} uniform: use allocation uniform or {key} > 0"
+            )
         if self.pattern == "2:4" and (self.sparsity != 0.5 or self.allocation != "uniform"):
             raise UserError("the 2:4 pattern is 50 % in every layer: use sparsity 0.5 with the uniform allocation")
 
