@@ -294,7 +294,7 @@ def check_layer_list(layers: list[Any]) -> None:
         raise UserError(f"layer index {negative[0]} is negative; indices count from 0")
     repeated = sorted({index for index in layers if layers.count(index) > 1})
     if repeated:
-        raise UserError(f"layer {repeated[0]} is listed {layers.count(repeated[0])} times in {layers}; name each once")
+        raise UserError(f"layer {repeated[0]} is given more than once in {layers}; name each layer once")
 
 
 def parse_schedule(text: str) -> list[int]:
