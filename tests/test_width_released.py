@@ -15,7 +15,8 @@ import torch
 
 from layerprune.calibration import CalibrationConfig
 from layerprune.cli import build_parser
-from layerprune.width import SparsifyConfig, WidthConfig, width_prune
+from layerprune.models import decoder_layers
+from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
 from layerprune.width import slimgpt as slimgpt_module
 from layerprune.width.allocation_alpha import alpha, hill_alpha, multiplicative
 from layerprune.width.allocation_dsa import AllocationFunction, layer_scores
@@ -23,6 +24,7 @@ from layerprune.width.allocation_owl import outlier_ratio, owl
 from layerprune.width.base import WIDTH_METHODS, ColumnRequest
 from layerprune.width.obs import damped, group_scores, halving_batches, obs_prune_groups, released_batches
 from layerprune.width.sparse import SPARSE_PRUNERS, AllocationContext, SparseRequest
+from layerprune.width.sparsify import linear_targets
 from tiny_models import tiny_model, tiny_tokenizer
 
 F64 = torch.float64
@@ -112,23 +114,6 @@ def test_slimgpt_passes_its_batches_and_options_to_obs(monkeypatch, option, kind
     assert calls[0][3] == expected and calls[0][4] == 0.3 and calls[0][5] == "exact"
 
 
-def test_a_model_with_eight_kv_groups_loses_two_per_layer_one_at_a_time(monkeypatch):
-    model = tiny_model("llama", num_attention_heads=8, num_key_value_heads=8)
-    batches = []
-    original = slimgpt_module.obs_prune_groups
-
-    def spy(weight, hessian, groups, sizes, damp, score):
-        batches.append((groups.shape[1], list(sizes), damp, score))
-        return original(weight, hessian, groups, sizes, damp, score)
-
-    monkeypatch.setattr(slimgpt_module, "obs_prune_groups", spy)
-    config = WidthConfig(ratio=0.3, damp=0.05)
-    result = width_prune(model, tiny_tokenizer(), config, CalibrationConfig(samples=4, seq_len=32))
-    assert [w.num_key_value_heads for w in result.widths] == [6] * 4  # round(0.3 · 8) = 2 groups
-    heads = [b for b in batches if b[0] > 1]
-    assert heads == [(4, [1, 1], 0.05, "released")] * 4  # head_dim 4 columns per group
-
-
 def test_obs_damping_is_relative_to_the_mean_diagonal():
     hessian = torch.diag(torch.tensor([2.0, 4.0], dtype=F64))
     damped_hessian, _ = damped(hessian, torch.ones(1, 2, dtype=F64), 0.5)
@@ -176,6 +161,42 @@ def test_sparsegpt_released_mask_is_one_threshold_per_block_and_row_is_the_varia
     torch.testing.assert_close(row, torch.tensor([[0.0, 2.0], [0.0, 4.0]], dtype=F64))
 
 
+def test_sparsegpt_lazy_block_updates_equal_updating_every_later_column_at_once():
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(3, 200, generator=generator, dtype=F64)
+    inputs = torch.randn(200, 400, generator=generator, dtype=F64)
+    hessian = 2 * inputs @ inputs.T / 400
+    pruned = SPARSE_PRUNERS.get("sparsegpt")(SparseRequest(weight, hessian, 0.5, damp=0.0))
+    # the released algorithm written column by column: U = chol(H⁻¹) upper, the block mask chosen on the
+    # weights as updated so far, err_j = (w_j − q_j)/U_jj subtracted as err_j · U_{j, j:} from every later column
+    upper = torch.linalg.cholesky(torch.linalg.inv(hessian), upper=True)
+    expected = weight.clone()
+    for start in (0, 128):
+        block = slice(start, min(start + 128, 200))
+        saliency = expected[:, block].pow(2) / torch.diagonal(upper)[block].pow(2)
+        mask = saliency <= saliency.flatten().sort().values[int(saliency.numel() * 0.5)]
+        for j in range(block.start, block.stop):
+            quantised = expected[:, j].masked_fill(mask[:, j - start], 0.0)
+            error = (expected[:, j] - quantised) / upper[j, j]
+            expected[:, j:] -= error[:, None] * upper[j, j:][None, :]
+            expected[:, j] = quantised
+    torch.testing.assert_close(pruned, expected, atol=1e-9, rtol=0)
+
+
+@pytest.mark.parametrize("mask", ["block", "row"])
+def test_sparsify_passes_the_sparsegpt_mask_option(mask):
+    model = tiny_model("llama")
+    config = SparsifyConfig(pruner="sparsegpt", sparsity=0.5, sparsegpt_mask=mask)
+    sparsify(model, tiny_tokenizer(), config, CalibrationConfig(samples=4, seq_len=32))
+    counts = {
+        int(count)
+        for layer in decoder_layers(model)
+        for linear in linear_targets(layer).values()
+        for count in (linear.weight == 0).sum(dim=1) - round(0.5 * linear.in_features)
+    }
+    assert (counts == {0}) == (mask == "row")  # row: every row round(S · in) (one block); block: rows differ
+
+
 # OWL and DSA --------------------------------------------------------------------------------
 
 
@@ -196,6 +217,12 @@ def test_owl_pooled_threshold_and_its_direction():
     assert outlier_ratio(context.element_scores(1), 5.0) == pytest.approx(0.025)
     # OWL's code: density = 2λ·(D − min)/(max − min) − mean + (1 − S) = [0.42, 0.58]; sparsity = 1 − density
     assert owl(context) == pytest.approx([0.58, 0.42])
+
+
+def test_owl_threshold_is_m_times_the_mean():
+    scores = [torch.tensor([[1.0, 2.0, 3.0, 4.0, 100.0]])]  # mean 22: 5× = 110 (the median's 5× = 15 would count 100)
+    assert outlier_ratio(scores, 5.0) == 0.0
+    assert outlier_ratio(scores, 4.0) == pytest.approx(0.2)  # 4 × 22 = 88 < 100
 
 
 def test_owl_per_matrix_threshold_reverses_this_case():
@@ -270,6 +297,35 @@ def test_alpha_allocation_prunes_heavier_tails_less_in_both_maps():
     assert allocate(alpha_map="additive", alpha_epsilon=0.1, alpha_xmin="median") == pytest.approx([0.6, 0.4])
 
 
+def test_alpha_multiplicative_map_weighs_layers_by_their_weight_count():
+    heavy = _diagonal([1, 3, 9, 27, 81, 243])
+    weights = [{"w": _diagonal([1, 2, 4, 8, 16, 32])}, {"w": heavy, "v": heavy}]  # 36 and 72 weights
+    config = SparsifyConfig(sparsity=0.5, allocation="alpha")
+    # r = [1.3, 0.7]; scale = 0.5 · 108 / (36 · 1.3 + 72 · 0.7) = 54 / 97.2
+    scale = 54 / 97.2
+    assert alpha(AllocationContext(weights, [{}, {}], config)) == pytest.approx([1.3 * scale, 0.7 * scale])
+
+
+def test_alpha_peak_window_keeps_the_codes_log10_lower_end():
+    values = [0.5, 3.0, 10.0, 10.1, 10.2, 100.0, 300.0]
+    # 10 and 10.1 share the fullest of 100 log10 bins: p = 10^(log10 0.5 + 46 · Δ) ≈ 9.48, Δ = log10(600)/100;
+    # the window [log10(0.95 p) ≈ 0.95, 1.5 p ≈ 14.2] holds 3, 10, 10.1 and 10.2 (a window [0.95 p, 1.5 p]
+    # would drop 3, whose KS distance is the smallest)
+    width = math.log10(600) / 100
+    peak = 10 ** (math.log10(0.5) + 46 * width)
+    assert math.log10(0.95 * peak) < 3.0 < 0.95 * peak and 10.2 < 1.5 * peak < 100
+
+    def fit(i: int) -> tuple[float, float]:
+        n = len(values) - i
+        alpha_i = 1 + n / sum(math.log(v / values[i]) for v in values[i:])
+        return alpha_i, max(abs(1 - (v / values[i]) ** (1 - alpha_i) - k / n) for k, v in enumerate(values[i:]))
+
+    fits = [fit(i) for i in (1, 2, 3, 4)]
+    best = min(fits, key=lambda f: f[1])
+    assert best == fits[0] and min(fits[1:], key=lambda f: f[1])[0] != pytest.approx(best[0])
+    assert hill_alpha(_diagonal(values)) == pytest.approx(best[0], rel=1e-6)
+
+
 # Settings and flags -------------------------------------------------------------------------
 
 
@@ -303,3 +359,20 @@ def test_defaults_are_the_released_code_and_the_flags_name_the_variants():
     with pytest.raises(SystemExit) as raised:
         parser.parse_args(["width", "--ratio", "0.2", "--output", "o", "--head-score", "exactly"])
     assert raised.value.code == 2
+
+
+def test_a_model_with_eight_kv_groups_loses_two_per_layer_one_at_a_time(monkeypatch):
+    model = tiny_model("llama", num_attention_heads=8, num_key_value_heads=8)
+    batches = []
+    original = slimgpt_module.obs_prune_groups
+
+    def spy(weight, hessian, groups, sizes, damp, score):
+        batches.append((groups.shape[1], list(sizes), damp, score))
+        return original(weight, hessian, groups, sizes, damp, score)
+
+    monkeypatch.setattr(slimgpt_module, "obs_prune_groups", spy)
+    config = WidthConfig(ratio=0.3, damp=0.05)
+    result = width_prune(model, tiny_tokenizer(), config, CalibrationConfig(samples=4, seq_len=32))
+    assert [w.num_key_value_heads for w in result.widths] == [6] * 4  # round(0.3 · 8) = 2 groups
+    heads = [b for b in batches if b[0] > 1]
+    assert heads == [(4, [1, 1], 0.05, "released")] * 4  # head_dim 4 columns per group

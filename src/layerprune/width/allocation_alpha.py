@@ -31,8 +31,8 @@ def hill_alpha(weight: torch.Tensor, xmin: str = "peak") -> float:
     bin's left edge); the code's window is ``log10(0.95 p) ≤ λ_i ≤ 1.5 p`` — its lower end
     compares a log10 value with a raw eigenvalue, and that is reproduced as written. Of these
     the one with the smallest Kolmogorov–Smirnov distance
-    ``D_i = max_{k≥i} |1 − (λ_k/λ_i)^{1−α_i} − (k−i)/n|`` is chosen (``α_i ≤ 1`` counts as
-    ``D = 1``, and so does an index outside the window, whose α counts as 0).
+    ``D_i = max_{k≥i} |1 − (λ_k/λ_i)^{1−α_i} − (k−i)/n|`` is chosen (an index outside the window
+    counts as ``D = 1``, ``α = 0``; the code's ``α ≤ 1`` case cannot occur on a sorted spectrum).
 
     ``median`` (a layerprune variant, its former default): ``k = N // 2`` and
     ``α = 1 + k / Σ_{j<k} ln(λ'_j / λ'_k)`` with ``λ'`` descending — ``x_min`` is the
@@ -51,7 +51,6 @@ def hill_alpha(weight: torch.Tensor, xmin: str = "peak") -> float:
         torch.ones(len(values) - 1, dtype=values.dtype),
     )
     alphas[starts], distances[starts] = _hill_fits(values, starts)
-    distances[alphas <= 1] = 1.0
     return float(alphas[distances.argmin()])  # the first smallest distance
 
 
