@@ -12,14 +12,17 @@ A fragment that no longer occurs is reported as ``stale`` (the list must follow 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 WIDTH = "src/layerprune/width"
@@ -175,13 +178,34 @@ def run_tests(source: Path, timeout: int) -> bool:
 
 
 def _passes(source: Path, tests: list[str], timeout: int) -> bool:
-    env = dict(os.environ, PYTHONPATH=f"{source}{os.pathsep}{ROOT / 'tests'}")
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
-    try:
-        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return False  # a mutant that hangs the tests is caught by them
-    return result.returncode == 0
+    """Run pytest in a forked child (torch and transformers are imported once, in the parent)."""
+    child = os.fork()
+    if child == 0:  # the child imports layerprune from the mutated copy
+        sys.path[:0] = [str(source), str(ROOT / "tests")]
+        os.chdir(ROOT)
+        with open(os.devnull, "w") as sink:
+            os.dup2(sink.fileno(), 1)
+            os.dup2(sink.fileno(), 2)
+        pythonpath = f"pythonpath={source}"  # replaces pyproject's ``pythonpath = ["src"]``, which would shadow it
+        os._exit(pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-o", pythonpath, *tests]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.5)
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    return False  # a mutant that hangs the tests is caught by them
+
+
+def _preload() -> None:
+    """Import what every test run needs before forking, so each child starts in seconds."""
+    import transformers
+
+    for family in ("llama", "qwen3", "mistral", "phi3", "gemma3"):
+        importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+    transformers.AutoModelForCausalLM  # noqa: B018  (resolves the lazy module)
 
 
 def main() -> None:
@@ -189,6 +213,7 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the mutants whose name contains this")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per mutant")
     args = parser.parse_args()
+    _preload()
     outcomes: dict[str, str] = {}
     for name in (n for n in MUTANTS if args.only in n):
         with tempfile.TemporaryDirectory() as directory:

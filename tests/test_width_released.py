@@ -183,20 +183,6 @@ def test_sparsegpt_lazy_block_updates_equal_updating_every_later_column_at_once(
     torch.testing.assert_close(pruned, expected, atol=1e-9, rtol=0)
 
 
-@pytest.mark.parametrize("mask", ["block", "row"])
-def test_sparsify_passes_the_sparsegpt_mask_option(mask):
-    model = tiny_model("llama")
-    config = SparsifyConfig(pruner="sparsegpt", sparsity=0.5, sparsegpt_mask=mask)
-    sparsify(model, tiny_tokenizer(), config, CalibrationConfig(samples=4, seq_len=32))
-    counts = {
-        int(count)
-        for layer in decoder_layers(model)
-        for linear in linear_targets(layer).values()
-        for count in (linear.weight == 0).sum(dim=1) - round(0.5 * linear.in_features)
-    }
-    assert (counts == {0}) == (mask == "row")  # row: every row round(S · in) (one block); block: rows differ
-
-
 # OWL and DSA --------------------------------------------------------------------------------
 
 
@@ -376,3 +362,17 @@ def test_a_model_with_eight_kv_groups_loses_two_per_layer_one_at_a_time(monkeypa
     assert [w.num_key_value_heads for w in result.widths] == [6] * 4  # round(0.3 · 8) = 2 groups
     heads = [b for b in batches if b[0] > 1]
     assert heads == [(4, [1, 1], 0.05, "released")] * 4  # head_dim 4 columns per group
+
+
+@pytest.mark.parametrize("mask", ["block", "row"])
+def test_sparsify_passes_the_sparsegpt_mask_option(mask):
+    model = tiny_model("llama")
+    config = SparsifyConfig(pruner="sparsegpt", sparsity=0.5, sparsegpt_mask=mask)
+    sparsify(model, tiny_tokenizer(), config, CalibrationConfig(samples=4, seq_len=32))
+    counts = {
+        int(count)
+        for layer in decoder_layers(model)
+        for linear in linear_targets(layer).values()
+        for count in (linear.weight == 0).sum(dim=1) - round(0.5 * linear.in_features)
+    }
+    assert (counts == {0}) == (mask == "row")  # row: every row round(S · in) (one block); block: rows differ
