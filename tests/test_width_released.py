@@ -18,7 +18,7 @@ from layerprune.cli import build_parser
 from layerprune.models import decoder_layers
 from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
 from layerprune.width import slimgpt as slimgpt_module
-from layerprune.width.allocation_alpha import alpha, hill_alpha, multiplicative
+from layerprune.width.allocation_alpha import _peak_window, alpha, hill_alpha, multiplicative
 from layerprune.width.allocation_dsa import AllocationFunction, layer_scores
 from layerprune.width.allocation_owl import outlier_ratio, owl
 from layerprune.width.base import WIDTH_METHODS, ColumnRequest
@@ -300,6 +300,8 @@ def test_alpha_peak_window_keeps_the_codes_log10_lower_end():
     width = math.log10(600) / 100
     peak = 10 ** (math.log10(0.5) + 46 * width)
     assert math.log10(0.95 * peak) < 3.0 < 0.95 * peak and 10.2 < 1.5 * peak < 100
+    window = _peak_window(torch.tensor(values, dtype=F64))
+    assert window == pytest.approx((math.log10(0.95 * peak), 1.5 * peak))
 
     def fit(i: int) -> tuple[float, float]:
         n = len(values) - i
