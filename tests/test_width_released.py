@@ -146,6 +146,19 @@ def test_sparsegpt_saliency_divides_by_the_squared_cholesky_diagonal():
     torch.testing.assert_close(pruned, torch.tensor([[0.0, 0.3, 2.0, 3.0]], dtype=F64))
 
 
+def test_sparsegpt_two_four_picks_by_the_same_saliency():
+    # w²·H_jj = [1, 1.44, 1.21, 9]: columns 0 and 2 go (w²·√H_jj = [1, 0.36, 1.21, 9] would take 0 and 1)
+    request = SparseRequest(
+        torch.tensor([[1.0, 0.3, 1.1, 3.0]], dtype=F64),
+        torch.diag(torch.tensor([1.0, 16.0, 1.0, 1.0], dtype=F64)),
+        0.5,
+        "2:4",
+        damp=0.0,
+    )
+    pruned = SPARSE_PRUNERS.get("sparsegpt")(request)
+    torch.testing.assert_close(pruned, torch.tensor([[0.0, 0.3, 0.0, 3.0]], dtype=F64))
+
+
 def test_sparsegpt_damping_is_relative_to_the_mean_diagonal():
     # damp 0.2 · mean(1, 16, 1, 1) = 0.95 → H = [1.95, 16.95, 1.95, 1.95]; w²·H = [1.95, 1.53, 7.8, 17.6]
     # → column 1 goes (absolute damping, + 0.2: [1.2, 1.458, 4.8, 10.8] → column 0)
