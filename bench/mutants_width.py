@@ -211,11 +211,14 @@ def _preload() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="run the mutants whose name contains this")
+    parser.add_argument("--start", default="", help="skip the mutants listed before the first whose name has this")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per mutant")
     args = parser.parse_args()
     _preload()
     outcomes: dict[str, str] = {}
-    for name in (n for n in MUTANTS if args.only in n):
+    names = list(MUTANTS)
+    names = names[next(i for i, n in enumerate(names) if args.start in n) :]
+    for name in (n for n in names if args.only in n):
         with tempfile.TemporaryDirectory() as directory:
             source = Path(directory) / "src"
             shutil.copytree(ROOT / "src", source)
