@@ -1,6 +1,6 @@
 """Mutation count for ``layerprune.width``: plant one-line mutants one at a time, run the width tests.
 
-Each mutant replaces one exact line fragment of one file in a temporary copy of ``src/``
+Each mutant (``bench/mutants_width.txt``) replaces one exact line fragment of one file in a temporary copy of ``src/``
 (the working tree is never touched) and runs the width tests against that copy, stopping
 at the first failure. A mutant is *killed* when the tests fail, *survived* when they pass.
 A fragment that no longer occurs is reported as ``stale`` (the list must follow the code).
@@ -34,130 +34,12 @@ FAST = [  # hand-computed cases first, so most mutants die within seconds
 ]
 SLOW = ["tests/test_width_models.py", "tests/test_width_cli.py", "tests/test_pipeline_width.py"]  # survivors only
 
-# name: (file under src/layerprune/width, exact fragment, replacement)
-MUTANTS: dict[str, tuple[str, str, str]] = {
-    "owl direction reversed": ("allocation_owl.py", "spread([-r for r in ratios]", "spread(ratios"),
-    "owl pooled test inverted": ("allocation_owl.py", 'if threshold == "pooled":', 'if threshold != "pooled":'),
-    "owl mean → median": ("allocation_owl.py", "(s > m * s.mean())", "(s > m * s.median())"),
-    "alpha direction reversed (multiplicative)": (
-        "allocation_alpha.py",
-        "1 - epsilon + 2 * epsilon * (",
-        "1 + epsilon - 2 * epsilon * (",
-    ),
-    "alpha direction reversed (additive)": (
-        "allocation_alpha.py",
-        "return spread(alphas, context.target",
-        "return spread([-a for a in alphas], context.target",
-    ),
-    "alpha sizes ignored": (
-        "allocation_alpha.py",
-        "[sum(w.numel() for w in layer.values()) for layer in context.weights]",
-        "[1 for layer in context.weights]",
-    ),
-    "alpha scale by layer count": ("allocation_alpha.py", "target * sum(sizes)", "target * len(sizes)"),
-    "alpha hill count n − 1": (
-        "allocation_alpha.py",
-        "alphas = 1 + count / (tails",
-        "alphas = 1 + (count - 1) / (tails",
-    ),
-    "alpha window top 2.5p": ("allocation_alpha.py", "1.5 * peak", "2.5 * peak"),
-    "alpha window low end fixed": (
-        "allocation_alpha.py",
-        "torch.log10(torch.tensor(0.95 * peak)).item()",
-        "0.95 * peak",
-    ),
-    "alpha KS uses n − 1": (
-        "allocation_alpha.py",
-        "(index[None, :] - start[:, None]) / count[:, None]",
-        "(index[None, :] - start[:, None]) / (count[:, None] - 1)",
-    ),
-    "alpha median one index off": (
-        "allocation_alpha.py",
-        "descending[:k] / descending[k]",
-        "descending[:k] / descending[k - 1]",
-    ),
-    "slimgpt heads in one batch": ("slimgpt.py", "batches = [1] * request.count", "batches = [request.count]"),
-    "slimgpt channel option inverted": (
-        "slimgpt.py",
-        'elif request.channel_batches == "halving":',
-        'elif request.channel_batches != "halving":',
-    ),
-    "released head score w²/L_jj": (
-        "obs.py",
-        "(columns.pow(2).sum(dim=2) / diagonal.pow(2))",
-        "(columns.pow(2).sum(dim=2) / diagonal)",
-    ),
-    "released score option inverted": ("obs.py", 'if score == "released":', 'if score != "released":'),
-    "released batches floor 32": ("obs.py", "max(size, 64)", "max(size, 32)"),
-    "released batches start (k − 256)/2": ("obs.py", "(count - 512) // 2", "(count - 256) // 2"),
-    "released batches cap 2048": ("obs.py", "max(size, 64), 1024)", "max(size, 64), 2048)"),
-    "obs damping absolute": ("obs.py", "diagonal += damp * diagonal.mean()", "diagonal += damp"),
-    "obs dead weights kept": ("obs.py", "weight[:, dead] = 0.0", "pass"),
-    "obs compensation sign": ("obs.py", "weight[:, columns] -= weight", "weight[:, columns] += weight"),
-    "obs schur update sign": (
-        "obs.py",
-        "(inverse - inverse[:, drop] @ solved)",
-        "(inverse + inverse[:, drop] @ solved)",
-    ),
-    "obs hessian without 2": ("obs.py", "scaled = 2 * self.sum", "scaled = self.sum"),
-    "sparsegpt saliency w²/U_jj": (
-        "pruner_sparsegpt.py",
-        "block.pow(2) / diagonal.pow(2), request)",
-        "block.pow(2) / diagonal, request)",
-    ),
-    "sparsegpt 2:4 saliency w²/U_jj": (
-        "pruner_sparsegpt.py",
-        "block[:, j : j + 4].pow(2) / diagonal[j : j + 4].pow(2)",
-        "block[:, j : j + 4].pow(2) / diagonal[j : j + 4]",
-    ),
-    "sparsegpt error not scaled": (
-        "pruner_sparsegpt.py",
-        "errors[:, j] = (block[:, j] - pruned) / diagonal[j]",
-        "errors[:, j] = block[:, j] - pruned",
-    ),
-    "sparsegpt no lazy batch update": (
-        "pruner_sparsegpt.py",
-        "weight[:, end:] -= errors @",
-        "weight[:, end:] += errors @",
-    ),
-    "sparsegpt threshold strict": (
-        "pruner_sparsegpt.py",
-        "return saliency <= threshold",
-        "return saliency < threshold",
-    ),
-    "sparsegpt threshold rounded": (
-        "pruner_sparsegpt.py",
-        "[int(saliency.numel() * request.sparsity)]",
-        "[round(saliency.numel() * request.sparsity)]",
-    ),
-    "sparsegpt mask option inverted": ("pruner_sparsegpt.py", 'if request.mask == "row":', 'if request.mask != "row":'),
-    "sparsify ignores sparsegpt_mask": ("sparsify.py", "config.damp, config.sparsegpt_mask", 'config.damp, "row"'),
-    "dsa pooled test inverted": (
-        "allocation_dsa.py",
-        'if context.config.dsa_scores == "pooled":',
-        'if context.config.dsa_scores != "pooled":',
-    ),
-    "dsa outliers at 4× the mean": (
-        "allocation_dsa.py",
-        "(values > 5 * values.mean())",
-        "(values > 4 * values.mean())",
-    ),
-    "wanda ‖X‖²": ("sparse.py", "diagonal.clamp_min(0).sqrt()", "diagonal.clamp_min(0)"),
-    "mask count floored": (
-        "sparse.py",
-        "count = round(sparsity * scores.shape[1])",
-        "count = int(sparsity * scores.shape[1])",
-    ),
-    "2:4 keeps the lowest": ("sparse.py", "stable=True)[..., :2]", "stable=True)[..., 2:]"),
-    "spread λ not doubled": ("sparse.py", "target + 2 * lam * (n - mean)", "target + lam * (n - mean)"),
-    "spread normalised by max": ("sparse.py", "(s - low) / (high - low) if high", "(s - low) / high if high"),
-    "ratio schedule ln(i + 2)": (
-        "schedule.py",
-        "math.log(i + 1) / math.log(num_layers)",
-        "math.log(i + 2) / math.log(num_layers)",
-    ),
-    "plan channel size 2·hidden": ("prune.py", "channel = 3 * hidden", "channel = 2 * hidden"),
-    "prune ignores head_score": ("prune.py", "config.damp, config.head_score", 'config.damp, "exact"'),
+TABLE = Path(__file__).with_suffix(".txt")  # one mutant per line: name | file | exact fragment | replacement
+MUTANTS = {
+    name: (path, fragment, replacement)
+    for name, path, fragment, replacement in (
+        line.split(" | ") for line in TABLE.read_text().splitlines() if line and not line.startswith("#")
+    )
 }
 
 
