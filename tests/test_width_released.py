@@ -237,6 +237,9 @@ def test_dsa_layer_score_pools_the_layers_elements_by_default():
     assert layer_scores(AllocationFunction(), per_matrix) == pytest.approx([0.05, 0.025])
     # mean reduction: pooled mean of layer 0 = 50.95; per matrix (1.9 + 100)/2 = 50.95 as well;
     # std tells them apart: pooled std of [1]*9+[10]+[100]*10 vs mean of the two stds
+    # the outliers reduction is OWL's at M = 5: 8 is above 4 × 1.7 but not above 5 × 1.7
+    eight = AllocationContext([{"a": torch.tensor([[1.0] * 9 + [8.0]])}], [{"a": torch.ones(10)}], SparsifyConfig())
+    assert layer_scores(AllocationFunction(), eight) == [0.0]
     std = AllocationFunction(reduce="std")
     pooled = torch.tensor([1.0] * 9 + [10.0] + [100.0] * 10, dtype=F64).std()
     own = (torch.tensor([1.0] * 9 + [10.0], dtype=F64).std() + 0) / 2
