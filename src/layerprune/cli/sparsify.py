@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args, get_type_hints
 
 from layerprune.cli.common import (
     add_calibration_arguments,
@@ -36,8 +37,6 @@ VARIANT_HELP = dict(
 
 def variant_choices(name: str) -> tuple[str, ...]:
     """The values a variant field takes (from :class:`SparsifyConfig`'s annotation)."""
-    from typing import get_args, get_type_hints
-
     return get_args(get_type_hints(SparsifyConfig)[name])
 
 
