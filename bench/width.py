@@ -3,9 +3,11 @@
 Parts (``--part``):
 
 * ``structured``: SlimGPT (uniform and log-increase) vs magnitude vs Wanda-structured at
-  each ``--ratios`` (fraction of decoder-layer projection parameters removed);
-* ``unstructured``: Wanda at each ``--sparsities`` with the uniform / OWL / AlphaPruning
-  allocations;
+  each ``--ratios`` (fraction of decoder-layer projection parameters removed); ``--runs``
+  adds variants (``slimgpt:log-increase:head_score=exact``);
+* ``unstructured``: ``--pruner`` at each ``--sparsities`` with the uniform / OWL / AlphaPruning
+  allocations, released defaults and variants side by side (``--allocations``,
+  ``owl:owl_threshold=per-matrix``; ``uniform:sparsegpt_mask=row`` with ``--pruner sparsegpt``);
 * ``combined``: depth (Block Influence) vs width (SlimGPT) vs both at ``--fewer`` of the
   decoder parameters removed; PPL, zero-shot accuracy (``--tasks`` at ``--limit``), prefill
   latency and decode throughput, every model pruned first and then measured side by side.
@@ -61,13 +63,14 @@ def structured(args: argparse.Namespace) -> list[dict]:
     dense_params = decoder_parameters(dense)
     rows = [quality("dense", dense, tokenizer, args, dense_params) | {"prune_s": 0.0}]
     calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
-    variants = [("slimgpt", "uniform"), ("slimgpt", "log-increase"), ("magnitude", "uniform"), ("wanda", "uniform")]
+    runs = [run.split(":") for run in args.runs]  # method:schedule[:option=value,...]
     for ratio in args.ratios:
-        for method, schedule in variants:
+        for method, schedule, *options in runs:
             model, _ = load_model("default")
-            config = WidthConfig(method=method, ratio=ratio, schedule=schedule)
+            overrides = overrides_of(options)
+            config = WidthConfig(method=method, ratio=ratio, schedule=schedule, **overrides)
             result = width_prune(model, tokenizer, config, calibration)
-            label = f"{method} {schedule} {ratio}"
+            label = " ".join([method, schedule, str(ratio), *options])
             rows.append(quality(label, model, tokenizer, args, dense_params) | {"prune_s": round(result.seconds, 1)})
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -78,19 +81,20 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
     calibration = CalibrationConfig(samples=args.samples, seq_len=args.seq_len)
     rows = []
     for sparsity in args.sparsities:
-        for allocation in args.allocations:
+        for allocation, *options in (a.split(":") for a in args.allocations):
             model, _ = load_model("default")
             config = SparsifyConfig(
                 args.pruner,
                 sparsity,
                 allocation=allocation,
+                **overrides_of(options),
                 dsa_generations=args.dsa_generations,
                 dsa_population=args.dsa_population,
                 dsa_function=f"{args.dsa_dir}/wanda-{sparsity:g}.json",
                 dsa_state=f"{args.dsa_dir}/wanda-{sparsity:g}.search.json",
             )
             result = sparsify(model, tokenizer, config, calibration)
-            label = f"{args.pruner} {allocation} {sparsity}"
+            label = " ".join([args.pruner, allocation, str(sparsity), *options])
             zeros = round(sum(result.achieved) / len(result.achieved), 4)
             extra = {
                 "zeros": zeros,
@@ -99,6 +103,19 @@ def unstructured(args: argparse.Namespace) -> list[dict]:
             }
             rows.append(row(label, model, tokenizer, args, result.seconds, None, **extra))
     return rows
+
+
+def overrides_of(options: list[str]) -> dict[str, str | float]:
+    """``["head_score=exact", "alpha_epsilon=0.1"]`` → config keyword arguments (numbers as floats)."""
+    pairs = [option.split("=", 1) for option in ",".join(options).split(",") if option]
+    return {key: _number(value) for key, value in pairs}
+
+
+def _number(value: str) -> str | float:
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 def combined(args: argparse.Namespace) -> list[dict]:
@@ -146,7 +163,7 @@ def quality(label: str, model, tokenizer, args: argparse.Namespace, dense_params
         "run": label,
         "ppl": results["perplexity"]["wikitext2"]["ppl"],
         **accuracy,
-        "zero_shot_mean": round(sum(accuracy.values()) / len(accuracy), 4),
+        **({"zero_shot_mean": round(sum(accuracy.values()) / len(accuracy), 4)} if accuracy else {}),
         "decoder_params_removed": round(1 - decoder_parameters(model) / dense_params, 4),
     }
 
@@ -168,7 +185,24 @@ def main() -> None:
     parser.add_argument("--part", choices=("structured", "unstructured", "combined"), default="structured")
     parser.add_argument("--ratios", type=float, nargs="+", default=[0.2, 0.5])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.6, 0.7])
-    parser.add_argument("--allocations", nargs="+", default=["uniform", "owl", "alpha"])
+    parser.add_argument(
+        "--allocations",
+        nargs="+",
+        default=[
+            "uniform",
+            "owl",
+            "owl:owl_threshold=per-matrix",
+            "alpha",
+            "alpha:alpha_xmin=median,alpha_map=additive",
+        ],
+        help="unstructured: allocation[:field=value,...] (SparsifyConfig fields; the released defaults otherwise)",
+    )
+    parser.add_argument(
+        "--runs",
+        nargs="+",
+        default=["slimgpt:uniform", "slimgpt:log-increase", "magnitude:uniform", "wanda:uniform"],
+        help="structured: method:schedule[:field=value,...] (WidthConfig fields: slimgpt:uniform:head_score=exact)",
+    )
     parser.add_argument("--pruner", default="wanda")
     parser.add_argument("--dsa-generations", type=int, default=2)
     parser.add_argument("--dsa-population", type=int, default=4)
@@ -180,7 +214,7 @@ def main() -> None:
     parser.add_argument("--ppl-windows", type=int, default=20)
     parser.add_argument("--ppl-length", type=int, default=512)
     parser.add_argument("--speed-repeats", type=int, default=5)
-    parser.add_argument("--tasks", nargs="+", default=["piqa", "winogrande"], help="zero-shot tasks")
+    parser.add_argument("--tasks", nargs="*", default=["piqa", "winogrande"], help="zero-shot tasks (none: PPL only)")
     parser.add_argument("--limit", type=int, default=50, help="zero-shot documents per task")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

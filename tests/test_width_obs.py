@@ -9,6 +9,8 @@ import torch
 
 from layerprune.width.base import WIDTH_METHODS, ColumnRequest
 from layerprune.width.obs import compensate, group_scores, halving_batches, obs_prune_groups
+from layerprune.width.projections import LayerWidth
+from layerprune.width.prune import plan_layer
 from layerprune.width.schedule import layer_ratios, log_increase, solve_log_increase
 
 
@@ -34,7 +36,7 @@ def test_group_score_matches_its_closed_form_and_the_loss():
     weight, inputs, hessian = _problem(seed=1)
     inverse = torch.linalg.inv(hessian)
     groups = torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])
-    scores = group_scores(weight, inverse, groups)
+    scores = group_scores(weight, inverse, groups, "exact")
     for g, columns in enumerate(groups):
         block = inverse[columns[:, None], columns[None, :]]
         closed = torch.trace(weight[:, columns] @ torch.linalg.inv(block) @ weight[:, columns].T)
@@ -117,3 +119,10 @@ def test_hessian_accumulator_full_and_diagonal_modes():
         diagonal.add(chunk[None])
     torch.testing.assert_close(full.hessian(), hessian, atol=1e-12, rtol=0)
     torch.testing.assert_close(diagonal.hessian(), torch.diag(torch.diagonal(hessian)), atol=1e-12, rtol=0)
+
+
+def test_plan_removes_the_ratio_of_the_layers_projection_parameters():
+    # hidden 32, head_dim 8, 2 KV groups of 2 heads: a group holds 32·8·(2·2 + 2) = 1536 weights (q, o, k, v),
+    # a channel 3·32 = 96 (gate, up, down); total 2·1536 + 64·96 = 9216
+    assert plan_layer(LayerWidth(4, 2, 64), 8, 32, 0.25, 0) == (0, 24)  # round(0.5) = 0 groups, 2304 / 96 channels
+    assert plan_layer(LayerWidth(4, 2, 64), 8, 32, 0.5, 0) == (1, 32)  # one group, (4608 − 1536) / 96 channels

@@ -46,6 +46,7 @@ def test_two_four_holds_in_every_group(pruner):
 
 def test_sparsegpt_reconstructs_better_than_wanda_at_the_same_sparsity():
     request, inputs = _request(seed=2, sparsity=0.6)
+    request.mask = "row"  # every row at round(0.6 · 16), as Wanda
     errors = {}
     for name in ("wanda", "sparsegpt"):
         pruned = SPARSE_PRUNERS.get(name)(request)
@@ -66,7 +67,7 @@ def test_outlier_ratio_and_hill_alpha_closed_forms():
     assert outlier_ratio([scores], 5.0) == pytest.approx(0.1)  # mean 10.9, one element above 54.5
     weight = torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.5]).sqrt())  # eigenvalues of WᵀW: 4, 2, 1, 0.5
     expected = 1 + 2 / (torch.log(torch.tensor(4.0)) + torch.log(torch.tensor(2.0)))  # k = 2, λ_k = 1
-    assert hill_alpha(weight) == pytest.approx(float(expected))
+    assert hill_alpha(weight, "median") == pytest.approx(float(expected))
 
 
 @pytest.mark.parametrize("allocation", ["uniform", "owl", "alpha"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args, get_type_hints
 
 from layerprune.cli.common import (
     add_calibration_arguments,
@@ -17,6 +18,26 @@ from layerprune.cli.common import (
 from layerprune.width import ALLOCATIONS, SPARSE_PRUNERS, SparsifyConfig, sparsify
 from layerprune.width.prune import WIDTH_CALIBRATION
 from layerprune.width.sparse import PATTERNS
+from layerprune.width.sparsify import VARIANTS
+
+VARIANT_HELP = dict(
+    zip(
+        VARIANTS,
+        (
+            "OWL: outlier threshold over the layer's pooled scores (released) or each matrix's",
+            "AlphaPruning: Hill x_min at the ESD peak by KS distance (released) or the median",
+            "AlphaPruning: ratio map S·(1±ε) (released) or S±ε",
+            "DSA: layer score over pooled element scores (released) or the mean per matrix",
+            "SparseGPT: one mask threshold per 128-column block (released) or per row",
+        ),
+        strict=True,
+    )
+)
+
+
+def variant_choices(name: str) -> tuple[str, ...]:
+    """The values a variant field takes (from :class:`SparsifyConfig`'s annotation)."""
+    return get_args(get_type_hints(SparsifyConfig)[name])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +54,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--owl-lambda", type=float, default=defaults.owl_lambda, help="OWL spread λ")
     parser.add_argument("--alpha-epsilon", type=float, default=defaults.alpha_epsilon, help="AlphaPruning spread ε")
     parser.add_argument("--damp", type=float, default=defaults.damp, help="SparseGPT Hessian damping")
+    for name, help_text in VARIANT_HELP.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            default=getattr(defaults, name),
+            choices=variant_choices(name),
+            help=help_text,
+        )
     parser.add_argument("--generations", type=int, default=defaults.dsa_generations, help="DSA search generations")
     parser.add_argument("--population", type=int, default=defaults.dsa_population, help="DSA population size")
     parser.add_argument("--dsa-samples", type=int, default=defaults.dsa_samples, help="DSA fitness windows")
@@ -53,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         owl_lambda=args.owl_lambda,
         alpha_epsilon=args.alpha_epsilon,
         damp=args.damp,
+        **{name: getattr(args, name) for name in VARIANT_HELP},
         dsa_function=args.dsa_function,
         dsa_state=args.dsa_state,
         dsa_generations=args.generations,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import get_args
 
 from layerprune.cli.common import (
     add_calibration_arguments,
@@ -15,7 +16,7 @@ from layerprune.cli.common import (
     save_and_report_size,
 )
 from layerprune.width import WIDTH_METHODS, WidthConfig, WidthResult, width_prune
-from layerprune.width.prune import SCHEDULES, WIDTH_CALIBRATION
+from layerprune.width.prune import SCHEDULES, WIDTH_CALIBRATION, ChannelBatches, HeadScore
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +37,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-ratio", type=float, default=None, help="log-increase: first layer's ratio r0")
     parser.add_argument("--max-ratio", type=float, default=None, help="log-increase: last layer's ratio r_max")
     parser.add_argument("--damp", type=float, default=defaults.damp, help="Hessian damping, fraction of mean diag")
+    parser.add_argument(
+        "--head-score",
+        default=defaults.head_score,
+        choices=get_args(HeadScore),
+        help="SlimGPT head score: Σ‖W_j‖²/L_jj² (released) or the joint OBS error (exact)",
+    )
+    parser.add_argument(
+        "--channel-batches",
+        default=defaults.channel_batches,
+        choices=get_args(ChannelBatches),
+        help="SlimGPT channel batches: the released schedule (floor 64) or halving down to 1",
+    )
     add_calibration_arguments(parser, WIDTH_CALIBRATION)
     add_output_arguments(parser, "the width-pruned model")
     parser.set_defaults(run=run)
@@ -49,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         min_ratio=args.min_ratio,
         max_ratio=args.max_ratio,
         damp=args.damp,
+        head_score=args.head_score,
+        channel_batches=args.channel_batches,
     )
     model, tokenizer = load_from_arguments(args)
     before = model_size(model)

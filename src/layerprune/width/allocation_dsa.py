@@ -5,10 +5,11 @@ search space of operations:
 
 * element scores: Wanda's ``|W_ij|·‖X_j‖`` or the magnitude ``|W_ij|`` of all the layer's
   linear weights;
-* a pre-process op on the elements (identity, square, sqrt, log1p, per-matrix
-  standardisation);
+* a pre-process op on the elements (identity, square, sqrt, log1p, standardisation);
 * a reduction to one number per layer (mean, median, std, max, 0.9-quantile, outlier
-  ratio above 5× the mean);
+  ratio above 5× the mean), of all the layer's element scores pooled into one vector as the
+  released code does (``dsa_scores: pooled``), or per matrix and then averaged
+  (``dsa_scores: per-matrix``, a layerprune variant);
 * a transform of the layer numbers (identity, log, exp of the standardised value, square,
   reciprocal) and a sign (does a higher value mean prune more or less);
 * the spread ``λ``.
@@ -98,13 +99,21 @@ def _transform(values: list[float], op: str) -> list[float]:
 
 
 def layer_scores(function: AllocationFunction, context: AllocationContext) -> list[float]:
-    """One score per layer: the mean over the layer's matrices of reduce(pre(elements))."""
+    """One score per layer, from the layer's element scores, by ``dsa_scores``.
+
+    ``pooled`` (DSA's code, ``lliai/DSA`` ``lib/prune_all.py`` lines 2060 and 2069: every
+    matrix's element scores concatenated into one vector, the function applied once):
+    ``reduce(pre(concat))``. ``per-matrix`` (a layerprune variant): the mean over the layer's
+    matrices of ``reduce(pre(elements))``, so every projection weighs the same.
+    """
     scores = []
     for index, layer in enumerate(context.weights):
         if function.elements == "wanda":
             elements = context.element_scores(index)
         else:
             elements = [w.abs().to(torch.float64) for w in layer.values()]
+        if context.config.dsa_scores == "pooled":
+            elements = [torch.cat([e.flatten() for e in elements])]
         scores.append(sum(_reduce(_pre(e, function.pre), function.reduce) for e in elements) / len(elements))
     return _transform(scores, function.transform)
 

@@ -27,6 +27,8 @@ class ColumnRequest:
     count: int
     kind: str  # "heads" or "channels"
     damp: float = 0.01
+    head_score: str = "released"  # SlimGPT's head score: "released" or "exact" (see layerprune.width.obs)
+    channel_batches: str = "released"  # SlimGPT's channel batches: "released" or "halving"
 
 
 WidthMethod = Callable[[ColumnRequest], tuple[list[int], torch.Tensor]]

@@ -9,11 +9,14 @@ row-wise form; SlimGPT, Ling et al. 2024, arXiv 2412.18110, §3 for column group
     ΔW = −W_{:,S} (A_SS)⁻¹ A_{S,:}                 (columns S of W + ΔW are exactly 0)
     loss = ½ · tr(W_{:,S} (A_SS)⁻¹ W_{:,S}ᵀ) = ½ · ‖L⁻¹ W_{:,S}ᵀ‖²_F   with A_SS = L Lᵀ
 
-so every group's score comes from the Cholesky factor of its own diagonal block of ``A``
-(one batched Cholesky for all heads). For single columns this is SlimGPT's FFN score
-``ε_j = ‖W_{:,j}‖² / A_jj``. Dead inputs (``H_jj = 0``: the column never fires on the
-calibration data) get ``H_jj = 1`` and a zero weight column, as in SparseGPT, so they cost
-nothing and go first.
+so every group's score can come from the Cholesky factor of its own diagonal block of ``A`` (one
+batched Cholesky for all heads): the ``exact`` score. SlimGPT's released code
+(``slim_utils/slimgpt.py``, ``SlimGPT.struct_prune``, lines 113–124) scores a head by the
+diagonal of that factor only, ``Σ_{j∈S} ‖W_{:,j}‖² / L_jj²`` (the ``released`` score), which
+ignores the off-diagonal of ``L`` and so differs when a head's inputs are correlated. For single
+columns both are SlimGPT's FFN score ``ε_j = ‖W_{:,j}‖² / A_jj``. Dead inputs (``H_jj = 0``: the
+column never fires on the calibration data) get ``H_jj = 1`` and a zero weight column, as in
+SparseGPT, so they cost nothing and go first.
 """
 
 from __future__ import annotations
@@ -58,11 +61,21 @@ def damped(hessian: torch.Tensor, weight: torch.Tensor, damp: float) -> tuple[to
     return hessian, weight
 
 
-def group_scores(weight: torch.Tensor, inverse: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
-    """``tr(W_{:,S} (A_SS)⁻¹ W_{:,S}ᵀ)`` for every row ``S`` of ``groups`` (G × m column indices)."""
+def group_scores(
+    weight: torch.Tensor, inverse: torch.Tensor, groups: torch.Tensor, score: str = "released"
+) -> torch.Tensor:
+    """The OBS score of every row ``S`` of ``groups`` (G × m column indices), ``A_SS = L Lᵀ``.
+
+    ``exact``: ``tr(W_{:,S} (A_SS)⁻¹ W_{:,S}ᵀ) = ‖L⁻¹ W_{:,S}ᵀ‖²``, twice the loss of removing
+    ``S`` jointly. ``released``: ``Σ_{j∈S} ‖W_{:,j}‖² / L_jj²`` (SlimGPT's code, see the module
+    docstring).
+    """
     blocks = inverse[groups[:, :, None], groups[:, None, :]]  # G × m × m
     factor = torch.linalg.cholesky(blocks)
     columns = weight[:, groups].permute(1, 2, 0)  # G × m × out
+    if score == "released":
+        diagonal = torch.diagonal(factor, dim1=-2, dim2=-1)  # G × m
+        return (columns.pow(2).sum(dim=2) / diagonal.pow(2)).sum(dim=1)
     solved = torch.linalg.solve_triangular(factor, columns, upper=False)
     return solved.pow(2).sum(dim=(1, 2))
 
@@ -76,8 +89,23 @@ def compensate(weight: torch.Tensor, inverse: torch.Tensor, columns: torch.Tenso
     return updated
 
 
+def released_batches(count: int) -> list[int]:
+    """SlimGPT's channel batches as its code runs them (``slim_utils/slimgpt.py`` lines 109, 129, 161).
+
+    A running size ``b`` starts at ``(k − 512) // 2`` for ``k`` channels to remove and becomes
+    ``(b − 512) // 2`` after each batch; a batch removes ``min(left, max(b, 64), 1024)``. So
+    the first batch is the largest and the rest shrink to a floor of 64 (every batch at once
+    when ``k ≤ 64``).
+    """
+    sizes, size = [], (count - 512) // 2
+    while sum(sizes) < count:
+        sizes.append(min(count - sum(sizes), max(size, 64), 1024))
+        size = (size - 512) // 2
+    return sizes
+
+
 def halving_batches(count: int) -> list[int]:
-    """Dynamic Group Size: remove ⌈k/2⌉ of the k still to go, then ⌈k/4⌉, …, down to 1."""
+    """The ``halving`` variant: remove ⌈k/2⌉ of the k still to go, then ⌈k/4⌉, …, down to 1."""
     sizes = []
     while count > 0:
         size = math.ceil(count / 2)
@@ -92,14 +120,16 @@ def obs_prune_groups(
     groups: torch.Tensor,
     batches: Sequence[int],
     damp: float = 0.01,
+    score: str = "released",
 ) -> tuple[list[int], torch.Tensor]:
     """Remove ``sum(batches)`` groups of columns greedily with OBS compensation.
 
-    Each batch removes the lowest-scoring groups ``S`` jointly, compensates the remaining
-    columns, and then updates ``A`` to the inverse Hessian of the remaining columns ``R``,
-    ``(H_RR)⁻¹ = A_RR − A_RS (A_SS)⁻¹ A_SR`` (the Schur complement: an exact recomputation
-    at the cost of one rank-|S| update instead of a new inversion). Returns the removed
-    group indices (in removal order) and the new weight (removed columns zero, float64).
+    Each batch removes the lowest-scoring groups ``S`` (by :func:`group_scores`' ``score``)
+    jointly, compensates the remaining columns, and then updates ``A`` to the inverse Hessian of
+    the remaining columns ``R``, ``(H_RR)⁻¹ = A_RR − A_RS (A_SS)⁻¹ A_SR`` (the Schur complement:
+    an exact recomputation at the cost of one rank-|S| update instead of a new inversion).
+    Returns the removed group indices (in removal order) and the new weight (removed columns
+    zero, float64).
     """
     hessian, weight = damped(hessian.to(torch.float64), weight.to(torch.float64), damp)
     inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
@@ -107,7 +137,7 @@ def obs_prune_groups(
     removed: list[int] = []
     for size in batches:
         local = torch.arange(len(columns)).reshape(len(alive), -1)
-        scores = group_scores(weight[:, columns], inverse, local)
+        scores = group_scores(weight[:, columns], inverse, local, score)
         chosen = torch.argsort(scores, stable=True)[:size].tolist()
         drop = local[chosen].reshape(-1)
         solved = torch.linalg.solve(inverse[drop[:, None], drop[None, :]], inverse[drop, :])  # (A_SS)⁻¹ A_{S,:}

@@ -49,6 +49,8 @@ from layerprune.width.shrink import layer_width, shrink_layer
 
 Schedule = Literal["uniform", "log-increase"]
 SCHEDULES = get_args(Schedule)
+HeadScore = Literal["released", "exact"]
+ChannelBatches = Literal["released", "halving"]
 Ratio = Annotated[float, Field(gt=0, lt=1)]
 WIDTH_CALIBRATION = CalibrationConfig(samples=32)
 """The calibration a width or sparsify call uses when none is given (a recipe's ``calibration`` section replaces it)."""
@@ -57,7 +59,9 @@ WIDTH_CALIBRATION = CalibrationConfig(samples=32)
 @strict_config
 class WidthConfig:
     """Settings of the width stage (the recipe's ``width`` section); ``ratio`` is the mean fraction of
-    layer parameters removed. ``log-increase`` solves the bound not given from ``ratio``."""
+    layer parameters removed. ``log-increase`` solves the bound not given from ``ratio``.
+    ``head_score`` and ``channel_batches`` choose SlimGPT's released steps or the project's
+    variants (see :func:`layerprune.width.slimgpt.slimgpt`)."""
 
     method: str = "slimgpt"
     ratio: Ratio = 0.2
@@ -66,6 +70,8 @@ class WidthConfig:
     max_ratio: Ratio | None = None
     damp: Annotated[float, Field(ge=0)] = 0.01
     batch_size: Annotated[int, Field(ge=1)] = 4
+    head_score: HeadScore = "released"
+    channel_batches: ChannelBatches = "released"
 
     def __post_init__(self) -> None:
         WIDTH_METHODS.get(self.method)
@@ -165,6 +171,8 @@ def width_prune(
         ratios=ratios,
         widths=[asdict(w) for w in widths],
         damp=config.damp,
+        head_score=config.head_score,
+        channel_batches=config.channel_batches,
         calibration=asdict(calibration),
     )
     return result
@@ -198,7 +206,10 @@ def _prune_columns(
     if count == 0:
         return []
     hessian = input_hessians(layer, {"linear": linear}, inputs)["linear"]
-    request = ColumnRequest(linear.weight.data.to(torch.float64), hessian, groups, count, kind, config.damp)
+    weight = linear.weight.data.to(torch.float64)
+    request = ColumnRequest(
+        weight, hessian, groups, count, kind, config.damp, config.head_score, config.channel_batches
+    )
     removed, weight = WIDTH_METHODS.get(config.method)(request)
     linear.weight.data.copy_(weight.to(linear.weight.dtype))
     return removed

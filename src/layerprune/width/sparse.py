@@ -34,6 +34,7 @@ class SparseRequest:
     sparsity: float
     pattern: str = "unstructured"
     damp: float = 0.01
+    mask: str = "block"  # SparseGPT's unstructured mask: "block" (released) or "row"
 
 
 @dataclass
@@ -80,8 +81,9 @@ def mask_lowest(scores: torch.Tensor, sparsity: float, pattern: str) -> torch.Te
 def spread(scores: list[float], target: float, lam: float) -> list[float]:
     """``S_l = S + 2λ(ŝ_l − mean ŝ)`` with ``ŝ`` the min-max normalised scores, so ``mean S_l = S``.
 
-    (DSA, Li et al. NeurIPS 2024, eq. 3; OWL and AlphaPruning map their layer scores the same
-    way.) A higher score means more sparsity. Equal scores give the uniform allocation.
+    (OWL's code, ``luuyin/OWL`` ``lib/prune_all.py`` lines 964–966, and DSA's, which reuses
+    it; AlphaPruning's own map is multiplicative, see :mod:`.allocation_alpha`.) A higher
+    score means more sparsity. Equal scores give the uniform allocation.
     """
     low, high = min(scores), max(scores)
     normal = [(s - low) / (high - low) if high > low else 0.0 for s in scores]

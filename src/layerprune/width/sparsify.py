@@ -18,7 +18,7 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
@@ -36,12 +36,16 @@ from layerprune.width.prune import WIDTH_CALIBRATION, Ratio
 from layerprune.width.sparse import ALLOCATIONS, SPARSE_PRUNERS, AllocationContext, Pattern, SparseRequest
 
 NonNegative = Annotated[float, Field(ge=0)]
+Pooling = Literal["pooled", "per-matrix"]
+VARIANTS = ("owl_threshold", "alpha_xmin", "alpha_map", "dsa_scores", "sparsegpt_mask")
 
 
 @strict_config
 class SparsifyConfig:
     """Settings of the sparsify stage (the recipe's ``sparsify`` section); ``sparsity`` is the mean
-    fraction of decoder-layer weights zeroed. ``dsa_*`` set DSA's search (see :mod:`.allocation_dsa`)."""
+    fraction of decoder-layer weights zeroed. ``dsa_*`` set DSA's search (see :mod:`.allocation_dsa`).
+    Every default is the released code's; ``owl_threshold``, ``alpha_xmin``, ``alpha_map``,
+    ``dsa_scores`` and ``sparsegpt_mask`` name the layerprune variants (docs/width.md)."""
 
     pruner: str = "wanda"
     sparsity: Ratio = 0.5
@@ -49,8 +53,13 @@ class SparsifyConfig:
     allocation: str = "uniform"
     owl_m: Annotated[float, Field(gt=0)] = 5.0
     owl_lambda: NonNegative = 0.08
-    alpha_epsilon: NonNegative = 0.1
+    owl_threshold: Pooling = "pooled"
+    alpha_epsilon: NonNegative = 0.3
+    alpha_xmin: Literal["peak", "median"] = "peak"
+    alpha_map: Literal["multiplicative", "additive"] = "multiplicative"
     damp: NonNegative = 0.01
+    sparsegpt_mask: Literal["block", "row"] = "block"
+    dsa_scores: Pooling = "pooled"
     dsa_function: str | None = None
     dsa_state: str | None = None
     dsa_generations: Annotated[int, Field(ge=0)] = 3
@@ -124,6 +133,7 @@ def sparsify(
         sparsities=sparsities,
         achieved=achieved,
         function=context.found_function,
+        variants={name: getattr(config, name) for name in VARIANTS},
         calibration=asdict(calibration),
     )
     return SparsifyResult(sparsities, achieved, time.perf_counter() - start, context.found_function)
@@ -190,7 +200,9 @@ def _prune_layer(layer: nn.Module, inputs: LayerInputs, pruner, sparsity: float,
     full = getattr(pruner, "full_hessian", False)
     hessians = input_hessians(layer, linear_targets(layer), inputs, diagonal=not full)
     for name, linear in linear_targets(layer).items():
-        request = SparseRequest(linear.weight.data, hessians[name], sparsity, config.pattern, config.damp)
+        request = SparseRequest(
+            linear.weight.data, hessians[name], sparsity, config.pattern, config.damp, config.sparsegpt_mask
+        )
         linear.weight.data.copy_(pruner(request).to(linear.weight.dtype))
 
 
