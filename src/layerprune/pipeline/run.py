@@ -211,6 +211,7 @@ def run(
     """Run ``recipe`` into ``output`` (see the module docstring); ``dry_run`` prints the plan only."""
     output = Path(output)
     check_output(output, recipe, overwrite)
+    recipe.check_data()
     if overwrite and output.exists() and not dry_run:
         shutil.rmtree(output)
     store = store or RunStore(output)
