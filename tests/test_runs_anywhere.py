@@ -50,9 +50,8 @@ def new_venv(path: Path, with_pip: bool) -> Path:
 def run(command: list[str] | str, cwd: Path, environment: dict[str, str], timeout: int = 1200) -> float:
     """Run ``command``; fail with its output's tail unless it exits 0. Returns the wall time in seconds."""
     began = time.perf_counter()
-    done = subprocess.run(
-        command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, shell=isinstance(command, str)
-    )
+    shell = isinstance(command, str)
+    done = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, shell=shell)
     assert done.returncode == 0, f"{command} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
     return time.perf_counter() - began
 
@@ -96,7 +95,8 @@ def test_installed_wheel_runs_offline_from_an_empty_directory(tmp_path):
 
     dry_runs = [["run", name, "--output", f"dry/{name}", "--dry-run"] for name in shipped_names("recipes")]
     dry_runs += [["study", name, "--output", f"dry/{name}", "--dry-run"] for name in shipped_names("studies")]
-    script = f"from layerprune.cli import main\nfor arguments in {dry_runs!r}:\n    assert main(arguments) == 0, arguments"
+    loop = f"for arguments in {dry_runs!r}:\n    assert main(arguments) == 0, arguments"
+    script = f"from layerprune.cli import main\n{loop}"
     run([bin_dir / "python", "-c", script], empty, environment)
     assert not (empty / "dry").exists()
 
