@@ -50,8 +50,8 @@ def new_venv(path: Path, with_pip: bool) -> Path:
 def run(command: list[str] | str, cwd: Path, environment: dict[str, str], timeout: int = 1200) -> float:
     """Run ``command``; fail with its output's tail unless it exits 0. Returns the wall time in seconds."""
     began = time.perf_counter()
-    shell = isinstance(command, str)
-    done = subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True, timeout=timeout, shell=shell)
+    options = {"cwd": cwd, "env": environment, "capture_output": True, "text": True, "timeout": timeout}
+    done = subprocess.run(command, shell=isinstance(command, str), **options)
     assert done.returncode == 0, f"{command} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
     return time.perf_counter() - began
 
