@@ -57,7 +57,9 @@ def run(command: list[str] | str, cwd: Path, environment: dict[str, str], timeou
 
 
 def build_wheel(outdir: Path) -> Path:
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(REPO)], check=True)
+    """``python -m build --wheel`` on a copy of the checkout (no stale build/ folder can leak into it)."""
+    source = copy_checkout(outdir.parent / "source")
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(source)], check=True)
     (wheel,) = outdir.glob("layerprune-*.whl")
     return wheel
 
@@ -73,7 +75,9 @@ def test_installed_wheel_runs_offline_from_an_empty_directory(tmp_path):
     assert "layerprune/data/embedded/dolly15k/PROVENANCE.md" in names
 
     bin_dir = new_venv(tmp_path / "venv", with_pip=False)
+    # --force-reinstall: the test environment's own layerprune (seen through the .pth) must not count as installed.
     pip = [sys.executable, "-m", "pip", "--python", str(bin_dir / "python"), "install", "--quiet", "--no-deps"]
+    pip.append("--force-reinstall")
     subprocess.run([*pip, str(wheel)], check=True)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -107,6 +111,13 @@ def test_installed_wheel_runs_offline_from_an_empty_directory(tmp_path):
     assert 10 < evaluated["perplexity"]["wikitext2"]["ppl"] < 100
 
 
+def copy_checkout(target: Path) -> Path:
+    for name in checkout_files():
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, target / name)
+    return target
+
+
 def checkout_files() -> list[str]:
     """The checkout's files as git sees them (tracked and untracked-but-not-ignored, as they are on disk now)."""
     if shutil.which("git") is None or not (REPO / ".git").exists():
@@ -122,10 +133,7 @@ def checkout_files() -> list[str]:
 
 
 def test_fresh_clone_runs_the_readme_command_without_shared_data(tmp_path):
-    clone = tmp_path / "layerprune"  # nothing else in tmp_path: no ../shared beside the clone
-    for name in checkout_files():
-        (clone / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / name, clone / name)
+    clone = copy_checkout(tmp_path / "layerprune")  # nothing else in tmp_path: no ../shared beside the clone
     assert not (clone.parent / "shared").exists()
     new_venv(clone / ".venv", with_pip=True)  # setup.sh keeps an existing .venv and installs into it
     readme = (REPO / "README.md").read_text()
