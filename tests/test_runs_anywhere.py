@@ -47,7 +47,7 @@ def new_venv(path: Path, with_pip: bool) -> Path:
     return path / "bin"
 
 
-def run(command: list[str] | str, cwd: Path, environment: dict[str, str], timeout: int = 1200) -> float:
+def run(command: list[str] | str, cwd: Path, environment: dict[str, str], timeout: int = 3600) -> float:
     """Run ``command``; fail with its output's tail unless it exits 0. Returns the wall time in seconds."""
     began = time.perf_counter()
     options = {"cwd": cwd, "env": environment, "capture_output": True, "text": True, "timeout": timeout}
