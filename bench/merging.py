@@ -21,7 +21,6 @@ import time
 import torch
 
 from layerprune.calibration import CalibrationConfig, load_calibration
-from layerprune.data_paths import data_dir
 from layerprune.evaluation.perplexity import PerplexityOptions, perplexity
 from layerprune.merging import (
     MERGE_OPERATORS,
@@ -54,8 +53,8 @@ def arguments() -> argparse.Namespace:
 
 
 def calibration_set(args: argparse.Namespace, tokenizer):
-    train = data_dir() / "wikitext2" / "raw_slices" / "wiki.train.nonempty.first1MB.txt"
-    return load_calibration(tokenizer, CalibrationConfig(str(train), args.calib_samples, args.calib_len))
+    # WikiText-2 train text from $LAYERPRUNE_DATA (wikitext2/raw_slices), else the Hub; see `layerprune data`.
+    return load_calibration(tokenizer, CalibrationConfig("wikitext2", args.calib_samples, args.calib_len))
 
 
 def fixed_groups(args: argparse.Namespace, operator: str) -> None:
@@ -68,7 +67,7 @@ def fixed_groups(args: argparse.Namespace, operator: str) -> None:
         stack = stack.merge(first - 1, last)  # base: the kept layer below the run
     apply_stack(model, stack, method="bench-fixed", operator=operator)
     options = PerplexityOptions(seq_len=args.ppl_len, max_windows=args.ppl_windows)
-    value = perplexity(model, tokenizer, "wikitext2", options, data_dir())["ppl"]
+    value = perplexity(model, tokenizer, "wikitext2", options)["ppl"]
     print(f"merge bi runs: {operator:10s} {len(decoder_layers(model)):3d} layers  ppl {value:9.2f}  "
           f"{', '.join(format_groups(stack))}", flush=True)  # fmt: skip
 

@@ -25,7 +25,6 @@ import time
 import torch
 
 from layerprune.calibration import CalibrationConfig
-from layerprune.data_paths import data_dir
 from layerprune.evaluation import (
     EvalConfig,
     HarnessOptions,
@@ -43,7 +42,7 @@ from layerprune.width import SparsifyConfig, WidthConfig, sparsify, width_prune
 
 def wikitext_ppl(model, tokenizer, args: argparse.Namespace) -> float:
     options = PerplexityOptions(seq_len=args.ppl_length, max_windows=args.ppl_windows)
-    return perplexity(model, tokenizer, "wikitext2", options, data_dir=data_dir())["ppl"]
+    return perplexity(model, tokenizer, "wikitext2", options)["ppl"]
 
 
 def decoder_parameters(model) -> int:
@@ -154,7 +153,7 @@ def combined(args: argparse.Namespace) -> list[dict]:
 def quality(label: str, model, tokenizer, args: argparse.Namespace, dense_params: int) -> dict:
     """WikiText-2 PPL and zero-shot accuracy of one structured or combined row, through the evaluation stage."""
     config = EvalConfig(
-        tasks=args.tasks, ppl=["wikitext2"], data_dir=str(data_dir()), harness=HarnessOptions(limit=args.limit),
+        tasks=args.tasks, ppl=["wikitext2"], harness=HarnessOptions(limit=args.limit),
         perplexity=PerplexityOptions(seq_len=args.ppl_length, max_windows=args.ppl_windows),
     )  # fmt: skip
     results = evaluate(model, tokenizer, config)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from layerprune.data_paths import data_dir as shared_data_dir
+from conftest import shared_data_dir
 from tiny_models import tiny_model
 
 TOKENIZER_VOCAB = 300
@@ -16,11 +15,8 @@ _CORPUS = ["Question: Which of these is a source of energy for plants? Answer: s
 
 
 def data_dir() -> Path:
-    """``$LAYERPRUNE_DATA`` or ``<repo>/../shared/data``; tests that need it skip when it is absent."""
-    path = shared_data_dir()
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path}; set LAYERPRUNE_DATA")
-    return path
+    """``$LAYERPRUNE_DATA`` or ``<repo>/../shared/data``; a test calling this carries ``@pytest.mark.shared_data``."""
+    return shared_data_dir()
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:

@@ -123,4 +123,4 @@ def test_offline_hub_id_is_a_one_line_user_error():
         timeout=120,
     )
     assert result.returncode == 2
-    assert "hub lookup failed" in result.stderr and "Traceback" not in result.stderr
+    assert "Hub id but HF_HUB_OFFLINE=1 is set" in result.stderr and "Traceback" not in result.stderr

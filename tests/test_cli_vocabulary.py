@@ -16,7 +16,7 @@ from layerprune.calibration import CalibrationConfig
 from layerprune.cli import SUBCOMMANDS, build_parser
 from layerprune.width.prune import WIDTH_CALIBRATION
 
-READ_ONLY = {"recipes", "info", "compare"}  # print only
+READ_ONLY = {"recipes", "data", "info", "compare"}  # print only
 ALIASES = {("width", "--method"): "--width-method"}
 # The calibration group takes its defaults from the command's own settings class; width
 # (SlimGPT) and sparsify (Wanda/SparseGPT/OWL) calibrate on 32 windows, the others on 10.

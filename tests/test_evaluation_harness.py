@@ -17,7 +17,7 @@ from layerprune.cli import main
 from layerprune.config import ConfigError
 from layerprune.errors import UserError
 from layerprune.evaluation import harness
-from layerprune.evaluation.harness import HarnessOptions, check_task_names, run_tasks, task_manager
+from layerprune.evaluation.harness import HarnessOptions, check_task_names, run_tasks, task_manager, task_specs
 
 LIMIT = 6
 
@@ -62,6 +62,7 @@ def lm_eval_direct(model, tokenizer, manager, tmp_path):
     return output["results"]["arc_easy"]
 
 
+@pytest.mark.shared_data
 def test_local_task_matches_lm_eval_direct(manager, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path / "cache"))
     model, tokenizer = tiny_lm(), tiny_tokenizer()
@@ -72,7 +73,7 @@ def test_local_task_matches_lm_eval_direct(manager, tmp_path, monkeypatch):
     assert ours["acc"] == direct["acc,none"]
     assert ours["acc_norm"] == direct["acc_norm,none"]
     assert ours["acc_stderr"] == pytest.approx(direct["acc_stderr,none"])
-    assert run.data["arc_easy"]["source"] == "local"
+    assert run.data["arc_easy"]["source"] == "--data-dir"
     assert run.data["arc_easy"]["counts"] == {"test": 2376, "validation": 570}
 
 
@@ -81,7 +82,9 @@ def test_unknown_task_suggests_the_closest(manager):
         check_task_names(["helaswag"], manager)
 
 
-def test_missing_local_files_fail_or_are_skipped(tmp_path):
+def test_missing_local_files_fail_or_are_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LAYERPRUNE_DATA", raising=False)
     model, tokenizer = tiny_lm(), tiny_tokenizer()
     with pytest.raises(UserError, match=r"ARC-Challenge-Test\.jsonl"):
         run_tasks(model, tokenizer, ["arc_challenge"], HarnessOptions(limit=1), str(tmp_path))
@@ -89,12 +92,26 @@ def test_missing_local_files_fail_or_are_skipped(tmp_path):
         run_tasks(model, tokenizer, ["arc_challenge"], HarnessOptions(limit=1, skip_missing=True), str(tmp_path))
 
 
-def test_hub_task_offline_points_to_data_dir(monkeypatch):
-    import datasets
+def test_task_offline_without_local_files_names_the_variable(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("LAYERPRUNE_DATA", raising=False)
+    with pytest.raises(
+        UserError,
+        match=r"no local copy of boolq .*\$LAYERPRUNE_DATA \(not set\).*HF_HUB_OFFLINE=1.*set LAYERPRUNE_DATA",
+    ):
+        run_tasks(tiny_lm(), tiny_tokenizer(), ["boolq"], HarnessOptions(limit=1))
 
-    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
-    with pytest.raises(UserError, match="pass --data-dir"):
-        run_tasks(tiny_lm(), tiny_tokenizer(), ["piqa"], HarnessOptions(limit=1))
+
+def test_embedded_slices_serve_arc_easy_and_piqa_offline(manager, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.delenv("LAYERPRUNE_DATA", raising=False)
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path / "cache"))
+    run = run_tasks(tiny_lm(), tiny_tokenizer(), ["arc_easy"], HarnessOptions(limit=4, batch_size=4))
+    assert run.data["arc_easy"]["source"] == "embedded" and run.data["arc_easy"]["counts"] == {"test": 200}
+    assert run.tasks["arc_easy"]["samples"] == 4 and 0 <= run.tasks["arc_easy"]["acc"] <= 1
+    specs, data = task_specs(["piqa"], None, manager)
+    assert data["piqa"]["counts"] == {"validation": 200} and specs[0]["validation_split"] == "validation"
 
 
 def test_vllm_backend_without_vllm_is_a_user_error(monkeypatch, capsys):

@@ -10,10 +10,10 @@ import datasets
 import pytest
 
 from evaluation_support import data_dir
+from layerprune.data import DataRoot, MissingData
 from layerprune.errors import UserError
 from layerprune.evaluation.local_data import (
     LOCAL_TASKS,
-    MissingDataFile,
     count_rows,
     prepare_local_task,
     split_hellaswag_context,
@@ -31,21 +31,27 @@ EXPECTED = {
 }
 
 
+@pytest.mark.shared_data
 @pytest.mark.parametrize("task", sorted(EXPECTED))
 def test_converter_schema_and_count(task):
     config, counts, fields = EXPECTED[task]
-    configs = LOCAL_TASKS.get(task).convert(data_dir())
+    configs = LOCAL_TASKS.get(task).convert(shared_root())
     assert count_rows(configs) == counts
     first_split = next(iter(configs[config].values()))
     assert set(first_split[0]) == fields
+
+
+def shared_root() -> DataRoot:
+    return DataRoot(data_dir(), "$LAYERPRUNE_DATA")
 
 
 def test_every_registered_local_task_is_tested():
     assert set(LOCAL_TASKS.names()) == set(EXPECTED) | {"arc_challenge"}
 
 
+@pytest.mark.shared_data
 def test_labels_are_converted_to_the_hub_types():
-    source = data_dir()
+    source = shared_root()
     boolq = LOCAL_TASKS.get("boolq").convert(source)["boolq"]["validation"]
     assert sum(row["label"] for row in boolq) == 2033  # "true" → 1 (PROVENANCE: 2,033 true)
     piqa = LOCAL_TASKS.get("piqa").convert(source)["default"]["validation"]
@@ -62,44 +68,46 @@ def test_hellaswag_context_split_recovers_ctx_b():
     assert split_hellaswag_context("How to do it. Pay attention.") == ("How to do it. Pay attention.", "")
 
 
+@pytest.mark.shared_data
 def test_arc_challenge_uses_the_arc_easy_format(tmp_path):
     (tmp_path / "arc").mkdir()
     shutil.copy(data_dir() / "arc" / "ARC-Easy-Test.jsonl", tmp_path / "arc" / "ARC-Challenge-Test.jsonl")
-    configs = LOCAL_TASKS.get("arc_challenge").convert(tmp_path)
+    configs = LOCAL_TASKS.get("arc_challenge").convert(DataRoot(tmp_path, "test"))
     assert count_rows(configs) == {"test": 2376}  # no Dev file: the validation split is simply absent
     assert set(configs) == {"ARC-Challenge"}
 
 
 def test_missing_file_is_named(tmp_path):
-    with pytest.raises(MissingDataFile, match=r"arc/ARC-Challenge-Test\.jsonl"):
-        LOCAL_TASKS.get("arc_challenge").convert(tmp_path)
+    with pytest.raises(MissingData, match=r"arc/ARC-Challenge-Test\.jsonl"):
+        LOCAL_TASKS.get("arc_challenge").convert(DataRoot(tmp_path, "test"))
     with pytest.raises(UserError, match=r"piqa/valid\.jsonl"):
-        prepare_local_task("piqa", tmp_path)
+        prepare_local_task("piqa", DataRoot(tmp_path, "test"))
 
 
 def test_malformed_files_give_clear_errors(tmp_path):
     (tmp_path / "piqa").mkdir()
     (tmp_path / "piqa" / "valid.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\nnot json\n')
     (tmp_path / "piqa" / "valid-labels.lst").write_text("0\n1\n")
-    with pytest.raises(UserError, match=r"valid\.jsonl:2 is not valid JSON"):
-        LOCAL_TASKS.get("piqa").convert(tmp_path)
+    with pytest.raises(UserError, match=r"valid\.jsonl:2: not valid JSON"):
+        LOCAL_TASKS.get("piqa").convert(DataRoot(tmp_path, "test"))
     (tmp_path / "piqa" / "valid.jsonl").write_text('{"goal": "g", "sol1": "a", "sol2": "b"}\n')
     with pytest.raises(UserError, match=r"has 2 labels but .* has 1 rows"):
-        LOCAL_TASKS.get("piqa").convert(tmp_path)
+        LOCAL_TASKS.get("piqa").convert(DataRoot(tmp_path, "test"))
     (tmp_path / "boolq").mkdir()
     (tmp_path / "boolq" / "val.jsonl").write_text(json.dumps({"question": "q", "passage": "p", "idx": 0}) + "\n")
     with pytest.raises(UserError, match="has no field 'label'"):
-        LOCAL_TASKS.get("boolq").convert(tmp_path)
+        LOCAL_TASKS.get("boolq").convert(DataRoot(tmp_path, "test"))
 
 
+@pytest.mark.shared_data
 def test_prepared_folder_loads_with_the_hub_config_name(tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path))
-    prepared = prepare_local_task("arc_easy", data_dir())
+    prepared = prepare_local_task("arc_easy", shared_root())
     assert prepared.counts == {"test": 2376, "validation": 570}
     assert prepared.overrides["training_split"] is None
     loaded = datasets.load_dataset(prepared.overrides["dataset_path"], "ARC-Easy")
     assert loaded["test"].num_rows == 2376
     assert loaded["test"][0]["choices"]["label"] == ["A", "B", "C", "D"]
     before = {p: p.stat().st_mtime_ns for p in Path(prepared.overrides["dataset_path"]).rglob("*.jsonl")}
-    prepare_local_task("arc_easy", data_dir())
+    prepare_local_task("arc_easy", shared_root())
     assert {p: p.stat().st_mtime_ns for p in before} == before  # unchanged content is not rewritten

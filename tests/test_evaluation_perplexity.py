@@ -49,13 +49,17 @@ def test_token_windows_drop_the_remainder():
         token_windows(torch.arange(2), 3)
 
 
-def test_wikitext2_local_text_rebuilds_the_hub_rows():
+@pytest.mark.shared_data
+def test_wikitext2_local_text_rebuilds_the_hub_rows(monkeypatch):
     rows = wikitext_rows(data_dir() / "wikitext2" / "raw" / "wiki.test.raw")
     assert len(rows) == 4358 and sum(row == "" for row in rows) == 1467
     source = load_text("wikitext2", data_dir())
     assert source.text == "\n\n".join(rows) and source.join == "\\n\\n"
+    monkeypatch.delenv("LAYERPRUNE_DATA", raising=False)
+    embedded = load_text("wikitext2")  # the whole test split is embedded: the same text
+    assert embedded.text == source.text and embedded.source.startswith("embedded")
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(UserError, match="c4, ptb, wikitext2"):
+    with pytest.raises(UserError, match=r"did you mean 'wikitext2'.*c4, ptb, wikitext2"):
         load_text("wikitext3")

@@ -79,6 +79,7 @@ def test_cli_compare_and_eval_errors(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.shared_data
 def test_cli_eval_on_the_embedded_model(tmp_path):
     out = tmp_path / "results.json"
     code = main(

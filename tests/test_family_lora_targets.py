@@ -10,8 +10,10 @@ computes the base model; with B ≠ 0 it does not (ΔW = (α/r)·B·A, Hu et al.
 
 from __future__ import annotations
 
+import peft
 import pytest
 import torch
+from packaging.version import Version
 from torch import nn
 
 from layerprune.healing import MethodConfig
@@ -55,7 +57,9 @@ LEFT_OUT = {family: _ROUTERS | extra for family, extra in FAMILIES.items()}
 # peft 0.21 turns gate_proj/up_proj/down_proj of Qwen2-MoE-style families into target_parameters on the fused
 # experts: the routed experts are adapted, the dense and shared MLPs' nn.Linear layers of those names are not.
 PEFT_FUSED_EXPERTS = {"deepseek_v3", "glm4_moe", "glm4_moe_lite", "qwen3_next"}
-_MLP_NAMES = {"gate_proj", "up_proj", "down_proj"}
+# peft < 0.22 maps these MLP names onto the fused experts only, leaving the dense MLP and shared-expert
+# nn.Linear layers of the same names unadapted; peft 0.22 adapts both (found by `setup.sh --latest`).
+_MLP_NAMES = {"gate_proj", "up_proj", "down_proj"} if Version(peft.__version__) < Version("0.22") else set()
 
 
 def _linear_names(layer: nn.Module) -> set[str]:

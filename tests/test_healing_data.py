@@ -175,7 +175,7 @@ def test_file_formats(tmp_path) -> None:
     for suffix in ("jsonl", "json", "parquet"):
         assert read_records(str(tmp_path / f"d.{suffix}")) == records
     assert read_records(str(tmp_path / "d.txt")) == [{"text": "first line"}, {"text": "second line"}]
-    with pytest.raises(UserError, match="not found"):
+    with pytest.raises(UserError, match="does not exist"):
         read_records(str(tmp_path / "missing.jsonl"))
 
 

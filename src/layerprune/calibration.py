@@ -6,8 +6,10 @@ tokenizes it and draws ``samples`` windows. Sources:
 * ``default``: the Python Language Reference as shipped inside CPython itself
   (``pydoc_data.topics``, the text that ``help("if")`` prints: 79 topics, about 465k
   characters of English prose with grammar snippets). It works offline on any fresh install.
-* ``wikitext2``, ``c4``, ``bookcorpus``, ``pg19``: training splits on the Hugging Face hub
-  via ``datasets`` (ids in :data:`HUB_SOURCES`). Never an evaluation test split.
+* ``wikitext2``, ``c4``, ``bookcorpus``, ``pg19``, ``dolly``, ``alpaca``, ``oasst1``: training
+  text resolved by :func:`layerprune.data.locate` (a local data folder, ``$LAYERPRUNE_DATA``, the
+  embedded slices, else the Hugging Face hub; Hub ids in :data:`layerprune.data.SOURCES`).
+  Never an evaluation test split.
 * a local file: ``.txt`` (the whole file is one document), ``.jsonl``/``.json`` (one
   document per record: its ``text`` field, or an instruction record's
   ``instruction``/``input``/``output`` flattened; Dolly's ``context``/``response`` are read
@@ -34,8 +36,9 @@ from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
 from layerprune.config import strict_config
+from layerprune.data import load_hub, locate
 from layerprune.errors import UserError
-from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file
+from layerprune.records import data_suffix, read_json, read_jsonl, read_parquet, read_text_file
 
 
 @strict_config
@@ -67,29 +70,9 @@ class CalibrationSet:
         return len(self.input_ids)
 
 
-@dataclass(frozen=True)
-class HubSource:
-    """A text dataset on the Hugging Face hub, read by streaming its first ``max_rows`` rows."""
-
-    path: str
-    name: str | None = None
-    split: str = "train"
-    data_files: str | None = None
-    join_rows: bool = False
-    max_rows: int | None = None
-
-
-HUB_SOURCES: dict[str, HubSource] = {
-    # The whole training split as one document, joined with blank lines as in SparseGPT/SLEB.
-    "wikitext2": HubSource("Salesforce/wikitext", "wikitext-2-raw-v1", join_rows=True),
-    # The first shard of C4's English training set, as in SparseGPT/Wanda/SLEB; one document per row.
-    "c4": HubSource("allenai/c4", data_files="en/c4-train.00000-of-01024.json.gz", max_rows=20_000),
-    # Rows are consecutive sentences of books; the first 200k are joined into one document.
-    "bookcorpus": HubSource("bookcorpus/bookcorpus", join_rows=True, max_rows=200_000),
-    # Whole public-domain books; one document per book.
-    "pg19": HubSource("deepmind/pg19", max_rows=50),
-}
 DEFAULT_SOURCE = "default"
+# Sources whose rows are sentences or lines of one text: joined with blank lines into one document (SparseGPT/SLEB).
+JOINED_ROWS = {"wikitext2", "bookcorpus"}
 _FILE_SUFFIXES = (".txt", ".jsonl", ".json", ".parquet")
 
 
@@ -104,18 +87,15 @@ def load_calibration(tokenizer: PreTrainedTokenizerBase, config: CalibrationConf
 
 
 def read_documents(source: str) -> list[str]:
-    """The documents of a calibration source (see the module docstring for what each source is)."""
+    """The documents of a calibration source (resolved by :func:`layerprune.data.locate`; see the module docstring)."""
+    location = locate(source, "train")
     if source == DEFAULT_SOURCE:
         return _python_reference_topics()
-    if source in HUB_SOURCES:
-        return _hub_documents(source, HUB_SOURCES[source])
-    path = Path(source).expanduser()
-    if path.suffix.lower() in _FILE_SUFFIXES and path.is_file():
-        return _file_documents(path)
-    if path.suffix.lower() in _FILE_SUFFIXES:
-        raise UserError(f"calibration file {source} does not exist")
-    names = ", ".join([DEFAULT_SOURCE, *HUB_SOURCES])
-    raise UserError(f"unknown calibration source {source!r}: use {names}, or a {'/'.join(_FILE_SUFFIXES)} file")
+    if location.hub is not None:
+        texts = [record_text(row) for row in load_hub(location.hub, f"calibration source {source!r}")]
+        return ["\n\n".join(texts)] if source in JOINED_ROWS else texts
+    (path,) = location.files()
+    return _file_documents(path)
 
 
 def _python_reference_topics() -> list[str]:
@@ -124,31 +104,21 @@ def _python_reference_topics() -> list[str]:
     return [topics[name] for name in sorted(topics)]
 
 
-def _hub_documents(name: str, spec: HubSource) -> list[str]:
-    import datasets
-
-    try:
-        rows = datasets.load_dataset(spec.path, spec.name, split=spec.split, data_files=spec.data_files, streaming=True)
-        texts = [record_text(row) for row in itertools.islice(rows, spec.max_rows)]
-    except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        raise UserError(
-            f"cannot load calibration source {name!r} ({spec.path}, split {spec.split}) from the Hugging Face hub: "
-            f"{type(error).__name__}: {error}. Offline, pass a local .txt/.jsonl/.json/.parquet file or 'default'"
-        ) from None
-    return ["\n\n".join(texts)] if spec.join_rows else texts
-
-
 def _file_documents(path: Path) -> list[str]:
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix == ".txt":
         return [read_text_file(path)]
     if suffix == ".parquet":
         records: Iterable[Any] = read_parquet(path)
     elif suffix == ".jsonl":
         records = read_jsonl(path)
-    else:
+    elif suffix == ".json":
         records = read_json(path)
         records = records if isinstance(records, list) else [records]
+    else:
+        raise UserError(
+            f"calibration file {path}: unsupported type {suffix or '(none)'}; use {'/'.join(_FILE_SUFFIXES)}"
+        )
     return [record_text(record, path) for record in records]
 
 

@@ -7,6 +7,7 @@ line): ``data.jsonl:7: not valid JSON (Expecting ',' delimiter, column 12)``.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -14,14 +15,23 @@ from typing import Any
 from layerprune.errors import UserError
 
 
+def data_suffix(path: Path) -> str:
+    """The format suffix, looking through a ``.gz`` (``x.jsonl.gz`` → ``.jsonl``), lowercase."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    return suffixes[-2] if suffixes[-1:] == [".gz"] and len(suffixes) > 1 else path.suffix.lower()
+
+
 def read_text_file(path: Path) -> str:
-    """The file's text as UTF-8; a binary file or an unreadable one is a :class:`UserError`."""
+    """The file's text as UTF-8 (a ``.gz`` is decompressed); a binary or unreadable file is a :class:`UserError`."""
     try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rt", encoding="utf-8") as handle:
+                return handle.read()
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x})") from None
-    except OSError as error:
-        raise UserError(f"cannot read {path}: {error.strerror or error}") from None
+    except (OSError, EOFError) as error:
+        raise UserError(f"cannot read {path}: {getattr(error, 'strerror', None) or error}") from None
 
 
 def read_jsonl(path: Path) -> list[Any]:

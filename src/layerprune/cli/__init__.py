@@ -20,6 +20,7 @@ SUBCOMMANDS = (
     "run",
     "study",
     "recipes",
+    "data",
     "info",
     "prune",
     "score",

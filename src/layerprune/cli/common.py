@@ -90,8 +90,8 @@ def add_calibration_arguments(parser: argparse.ArgumentParser, defaults: Calibra
     group.add_argument(
         "--calibration",
         default=defaults.source,
-        help="calibration text: 'default' (Python's bundled language reference), wikitext2, c4, bookcorpus, "
-        "pg19 (hub), or a .txt/.jsonl/.json/.parquet file",
+        help="calibration text: 'default' (Python's bundled language reference), wikitext2, c4, dolly, alpaca, "
+        "oasst1, bookcorpus, pg19 (see `layerprune data`), or a .txt/.jsonl/.json/.parquet file",
     )
     group.add_argument("--samples", type=int, default=defaults.samples, help="calibration windows")
     group.add_argument("--seq-len", type=int, default=defaults.seq_len, help="tokens per calibration window")

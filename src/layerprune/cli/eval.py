@@ -29,12 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--data-dir",
         default=EvalConfig.data_dir,
-        help="local task and perplexity data in the original release formats (offline use)",
+        help="a data folder searched before $LAYERPRUNE_DATA and the embedded slices (see `layerprune data`)",
     )
     parser.add_argument(
         "--skip-missing",
         action="store_true",
-        help="with --data-dir, skip tasks whose local files are missing (recorded in the results)",
+        help="skip tasks that have no local files while the Hub is off (recorded in the results)",
     )
     parser.add_argument("--ppl", nargs="+", default=[], help="wikitext2, c4, ptb or a text file (comma or space)")
     parser.add_argument(

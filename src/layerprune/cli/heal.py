@@ -55,7 +55,7 @@ def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--data",
         default=data.source,
-        help="dolly, alpaca, oasst1, wikitext2, c4, a json/jsonl/parquet/txt file or hub id",
+        help="dolly, alpaca, oasst1, wikitext2, c4 (see `layerprune data`), a json/jsonl/parquet/txt file, or ORG/NAME",
     )
     group.add_argument("--data-format", default=data.format, help="auto, alpaca, dolly, messages, oasst or text")
     group.add_argument("--heal-seq-len", type=int, default=data.seq_len, help="cutoff length in tokens")

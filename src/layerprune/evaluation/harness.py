@@ -3,8 +3,9 @@
 The model and tokenizer are wrapped in lm-eval's own ``HFLM`` (which batches requests,
 sorts them by length and shows a progress bar), and ``lm_eval.simple_evaluate`` runs the
 tasks: prompts, targets, metrics and stderrs are lm-eval's, nothing is re-implemented.
-With a data directory, each task that has a converter in :mod:`local_data` is loaded from
-its registered lm-eval config with ``dataset_path`` pointed at the converted local copy.
+Each task that has a converter in :mod:`local_data` and whose files :func:`layerprune.data.locate`
+finds (``--data-dir``, ``$LAYERPRUNE_DATA``, the embedded slices) is loaded from its registered
+lm-eval config with ``dataset_path`` pointed at the converted local copy; others go to the Hub.
 With ``backend="vllm"`` the model is saved to a temporary directory and lm-eval's own
 ``vllm`` model type loads it from there (``pretrained=DIR``; see docs/scaling.md).
 """
@@ -26,8 +27,9 @@ from pydantic import Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.config import strict_config
+from layerprune.data import ENV_VAR, DataRoot, hub_offline, locate
 from layerprune.errors import UserError
-from layerprune.evaluation.local_data import LOCAL_TASKS, MissingDataFile, prepare_local_task
+from layerprune.evaluation.local_data import LOCAL_TASKS, prepare_local_task
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class HarnessOptions:
     num_fewshot: Annotated[int, Field(ge=0)] | None = None
     bootstrap_iters: Annotated[int, Field(ge=0)] = 1000
     skip_missing: bool = False
-    """With a data directory, skip (and record) tasks whose local files are missing instead of failing."""
+    """Skip (and record) tasks whose local files are missing (or are damaged) with the Hub off, instead of failing."""
     backend: Literal["hf", "vllm"] = "hf"
     """``hf``: lm-eval's HFLM on the in-memory model; ``vllm``: lm-eval's vLLM backend on a saved copy."""
     tensor_parallel_size: Annotated[int, Field(ge=1)] = 1
@@ -87,15 +89,18 @@ def local_data_name(name: str, manager) -> str | None:
     return "mmlu" if path is not None and path.parent.parts[-2:] == ("mmlu", "default") else None
 
 
-def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str, Any], dict[str, Any]]:
+def local_spec(name: str, local: str, root: DataRoot, manager) -> tuple[dict[str, Any], dict[str, Any]]:
     """Task (or group) ``name``'s registered lm-eval config with ``dataset_path`` at the local copy of ``local``."""
     from lm_eval.tasks._yaml_loader import load_yaml
 
-    prepared = prepare_local_task(local, data_dir)
+    prepared = prepare_local_task(local, root)
     config = load_yaml(manager.task_index[name].yaml_path, resolve_func=True)
     spec = {**config, **prepared.overrides}
+    for key in ("training_split", "validation_split", "test_split", "fewshot_split"):
+        if spec.get(key) is not None and spec[key] not in prepared.counts:
+            spec[key] = None  # e.g. ARC without its Dev file (the embedded slice has only test items)
     data = {
-        "source": "local",
+        "source": root.origin,
         "dataset_path": prepared.overrides["dataset_path"],
         "counts": prepared.counts,
         "official_counts": prepared.expected,
@@ -107,28 +112,37 @@ def local_spec(name: str, local: str, data_dir: str, manager) -> tuple[dict[str,
 def task_specs(
     names: list[str], data_dir: str | None, manager, skip_missing: bool = False
 ) -> tuple[list[str | dict], dict[str, dict]]:
-    """lm-eval task specs: local config dicts where ``data_dir`` covers the task, else the plain name (hub)."""
+    """lm-eval task specs: local config dicts where a data folder holds the task (see
+    :func:`layerprune.data.locate`), else the plain name (lm-eval loads it from the Hub).
+
+    With ``skip_missing``, a task that has no local copy while the Hub is off is skipped and recorded.
+    """
     check_task_names(names, manager)
     specs: list[str | dict] = []
     data: dict[str, dict] = {}
     for name in names:
-        local = local_data_name(name, manager) if data_dir is not None else None
-        if local is not None:
-            try:
-                spec, data[name] = local_spec(name, local, data_dir, manager)
-            except MissingDataFile as error:
-                if not skip_missing:
-                    raise MissingDataFile(f"{error}; pass --skip-missing to run the other tasks") from None
-                logger.warning("skipping %s: %s", name, error)
-                data[name] = {"source": "missing", "error": str(error)}
-                continue
-            specs.append(spec)
-        else:
-            if data_dir is not None:
-                logger.warning("%s has no local converter; lm-eval loads it from the hub", name)
-            specs.append(name)
-            data[name] = {"source": "hub"}
+        try:
+            spec, data[name] = _task_spec(name, data_dir, manager)
+        except UserError as error:
+            if not skip_missing:
+                raise UserError(f"{error} (or pass --skip-missing to run the other tasks)") from None
+            logger.warning("skipping %s: %s", name, error)
+            data[name] = {"source": "missing", "error": str(error)}
+            continue
+        specs.append(spec)
     return specs, data
+
+
+def _task_spec(name: str, data_dir: str | None, manager) -> tuple[str | dict, dict[str, Any]]:
+    """One task's spec and data record: local where a data folder holds it, else lm-eval's Hub copy."""
+    local = local_data_name(name, manager)
+    location = locate(local, "task", data_dir) if local is not None else None
+    if location is not None and location.root is not None:
+        return local_spec(name, local, location.root, manager)
+    offline = hub_offline()
+    if offline is not None:
+        raise UserError(f"task {name} has no local files and {offline} is set; lm-eval needs the Hub for it")
+    return name, {"source": "hub"}
 
 
 def run_tasks(
@@ -141,7 +155,7 @@ def run_tasks(
 ) -> TaskRun:
     """Evaluate ``names`` (lm-eval tasks or groups) zero-shot (or ``num_fewshot``) on the in-memory model.
 
-    With ``data_dir``, tasks that have a local converter read the local files; others use the hub.
+    Tasks that have a local converter read local files where a data folder holds them; others use the hub.
     """
     import lm_eval
 
@@ -166,8 +180,8 @@ def run_tasks(
             )
     except (ConnectionError, OSError) as error:
         raise UserError(
-            f"lm-eval could not load task data ({error}); offline, pass --data-dir with local files "
-            f"for: {', '.join(LOCAL_TASKS.names())}"
+            f"lm-eval could not load task data ({error}); offline, set {ENV_VAR} (or pass --data-dir) to a folder "
+            f"with local files for: {', '.join(LOCAL_TASKS.names())}"
         ) from None
     return TaskRun(tasks=extract_metrics(output), data=data)
 

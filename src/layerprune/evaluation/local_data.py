@@ -1,9 +1,10 @@
 """Offline task data: convert the original release files into the schema of lm-eval's own hub dataset.
 
-Each converter reads one dataset in its original release format (as laid out in
-``shared/data``) and returns rows with exactly the fields that the lm-eval task's hub
-dataset has, split by split. :func:`prepare_local_task` writes them as JSON lines into a
-local dataset folder whose ``README.md`` declares the same config names as the hub
+Each converter reads one dataset in its original release format from a
+:class:`~layerprune.data.DataRoot` (the folder :func:`layerprune.data.locate` chose: ``--data-dir``,
+``$LAYERPRUNE_DATA`` or the embedded slices; files may be gzipped) and returns rows with exactly
+the fields that the lm-eval task's hub dataset has, split by split. :func:`prepare_local_task`
+writes them as JSON lines into a local dataset folder whose ``README.md`` declares the same config names as the hub
 (``ARC-Easy``, ``winogrande_xl``, ``boolq``, ``anatomy``, …), and returns overrides that
 point the lm-eval task's ``dataset_path`` at that folder. The task's prompts, target and
 metrics therefore stay lm-eval's.
@@ -26,8 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from layerprune.data import DataRoot, MissingData
 from layerprune.errors import UserError
 from layerprune.models.loading import cache_root
+from layerprune.records import read_jsonl, read_text_file
 from layerprune.registry import Registry
 from layerprune.saving import atomic_write_text
 
@@ -42,23 +45,19 @@ Splits = dict[str, Rows]
 class LocalTask:
     """How one lm-eval task (or group) is served from local files.
 
-    ``convert(data_dir)`` returns ``{config_name: {split: rows}}``; ``config_name`` is the
+    ``convert(root)`` returns ``{config_name: {split: rows}}``; ``config_name`` is the
     hub dataset's config (lm-eval's ``dataset_name``), ``"default"`` where it has none.
     ``overrides`` are lm-eval task-config keys to change, e.g. ``training_split: None``
     where the local copy has no train split. ``expected`` holds the official counts.
     """
 
-    convert: Callable[[Path], dict[str, Splits]]
+    convert: Callable[[DataRoot], dict[str, Splits]]
     expected: dict[str, int] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
 LOCAL_TASKS: Registry[LocalTask] = Registry("local task")
-
-
-class MissingDataFile(UserError):
-    """A file a local task needs is not in the data directory."""
 
 
 @dataclass
@@ -71,7 +70,7 @@ class PreparedTask:
     note: str = ""
 
 
-Converter = Callable[[Path], dict[str, Splits]]
+Converter = Callable[[DataRoot], dict[str, Splits]]
 
 
 def _register(name: str, convert: Converter, expected: dict[str, int], note: str = "", **overrides: Any) -> None:
@@ -81,24 +80,8 @@ def _register(name: str, convert: Converter, expected: dict[str, int], note: str
 # ----------------------------------------------------------------------------- reading helpers
 
 
-def _require(path: Path) -> Path:
-    if not path.is_file():
-        raise MissingDataFile(f"local task data file not found: {path}")
-    return path
-
-
 def _read_lines(path: Path) -> list[str]:
-    return [line for line in _require(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _read_jsonl(path: Path) -> Rows:
-    rows = []
-    for number, line in enumerate(_read_lines(path), start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number} is not valid JSON ({error.msg})") from None
-    return rows
+    return [line for line in read_text_file(path).splitlines() if line.strip()]
 
 
 def _field(row: dict[str, Any], key: str, path: Path, number: int) -> Any:
@@ -118,11 +101,11 @@ def _with_labels(rows: Rows, labels_path: Path, data_path: Path) -> Iterator[tup
 # ----------------------------------------------------------------------------- converters
 
 
-def convert_piqa(data_dir: Path) -> dict[str, Splits]:
+def convert_piqa(root: DataRoot) -> dict[str, Splits]:
     """PIQA ``valid.jsonl`` + ``valid-labels.lst`` → baber/piqa rows ``{goal, sol1, sol2, label:int}``."""
-    path, labels = data_dir / "piqa" / "valid.jsonl", data_dir / "piqa" / "valid-labels.lst"
+    path, labels = root.file("piqa/valid.jsonl"), root.file("piqa/valid-labels.lst")
     rows = []
-    for number, row, label in _with_labels(_read_jsonl(path), labels, path):
+    for number, row, label in _with_labels(read_jsonl(path), labels, path):
         fields = {key: _field(row, key, path, number) for key in ("goal", "sol1", "sol2")}
         rows.append({**fields, "label": int(label)})
     return {"default": {"validation": rows}}
@@ -140,9 +123,9 @@ def split_hellaswag_context(context: str) -> tuple[str, str]:
     return (match.group(1), match.group(2)) if match else (context, "")
 
 
-def convert_hellaswag(data_dir: Path) -> dict[str, Splits]:
+def convert_hellaswag(root: DataRoot) -> dict[str, Splits]:
     """HellaSwag 6-line text form → Rowan/hellaswag rows ``{activity_label, ctx_a, ctx_b, ctx, endings, label:str}``."""
-    path = _require(data_dir / "hellaswag" / "hellaswag_val_full.txt.bz2")
+    path = root.file("hellaswag/hellaswag_val_full.txt.bz2")
     with bz2.open(path, "rt", encoding="utf-8") as handle:
         lines = handle.read().rstrip("\n").split("\n")
     if len(lines) % 6:
@@ -178,13 +161,14 @@ def _arc_row(row: dict[str, Any], path: Path, number: int) -> dict[str, Any]:
     }
 
 
-def _arc_converter(subset: str) -> Callable[[Path], dict[str, Splits]]:
-    def convert(data_dir: Path) -> dict[str, Splits]:
+def _arc_converter(subset: str) -> Converter:
+    def convert(root: DataRoot) -> dict[str, Splits]:
         splits = {}
         for split, suffix in (("test", "Test"), ("validation", "Dev")):
-            path = data_dir / "arc" / f"{subset}-{suffix}.jsonl"
-            if split == "test" or path.is_file():
-                rows = _read_jsonl(path)
+            relative = f"arc/{subset}-{suffix}.jsonl"
+            if split == "test" or root.find(relative) is not None:
+                path = root.file(relative)
+                rows = read_jsonl(path)
                 splits[split] = [_arc_row(row, path, n) for n, row in enumerate(rows, start=1)]
         return {subset: splits}
 
@@ -195,14 +179,14 @@ def _arc_converter(subset: str) -> Callable[[Path], dict[str, Splits]]:
     return convert
 
 
-def convert_winogrande(data_dir: Path) -> dict[str, Splits]:
+def convert_winogrande(root: DataRoot) -> dict[str, Splits]:
     """WinoGrande 1.1 ``dev.jsonl`` + ``dev-labels.lst`` → winogrande_xl rows.
 
     Fields ``{sentence, option1, option2, answer}``; ``answer`` is taken from the labels file ("1" or "2").
     """
-    path, labels = data_dir / "winogrande" / "dev.jsonl", data_dir / "winogrande" / "dev-labels.lst"
+    path, labels = root.file("winogrande/dev.jsonl"), root.file("winogrande/dev-labels.lst")
     rows = []
-    for number, row, label in _with_labels(_read_jsonl(path), labels, path):
+    for number, row, label in _with_labels(read_jsonl(path), labels, path):
         if label not in {"1", "2"} or "_" not in _field(row, "sentence", path, number):
             raise UserError(f"{path}:{number}: expected a sentence with '_' and label 1 or 2, got label {label!r}")
         fields = {key: _field(row, key, path, number) for key in ("sentence", "option1", "option2")}
@@ -210,11 +194,11 @@ def convert_winogrande(data_dir: Path) -> dict[str, Splits]:
     return {"winogrande_xl": {"validation": rows}}
 
 
-def convert_boolq(data_dir: Path) -> dict[str, Splits]:
+def convert_boolq(root: DataRoot) -> dict[str, Splits]:
     """SuperGLUE BoolQ ``val.jsonl`` → aps/super_glue boolq rows ``{question, passage, idx, label: 0=False 1=True}``."""
-    path = data_dir / "boolq" / "val.jsonl"
+    path = root.file("boolq/val.jsonl")
     rows = []
-    for number, row in enumerate(_read_jsonl(path), start=1):
+    for number, row in enumerate(read_jsonl(path), start=1):
         label = str(_field(row, "label", path, number)).lower()
         if label not in {"true", "false"}:
             raise UserError(f"{path}:{number}: label must be true or false, got {row['label']!r}")
@@ -223,11 +207,11 @@ def convert_boolq(data_dir: Path) -> dict[str, Splits]:
     return {"boolq": {"validation": rows}}
 
 
-def convert_openbookqa(data_dir: Path) -> dict[str, Splits]:
+def convert_openbookqa(root: DataRoot) -> dict[str, Splits]:
     """OpenBookQA Main ``test.jsonl`` → allenai/openbookqa main rows ``{id, question_stem, choices, answerKey}``."""
-    path = data_dir / "openbookqa" / "test.jsonl"
+    path = root.file("openbookqa/test.jsonl")
     rows = []
-    for number, row in enumerate(_read_jsonl(path), start=1):
+    for number, row in enumerate(read_jsonl(path), start=1):
         arc_like = _arc_row(row, path, number)
         rows.append(
             {
@@ -252,19 +236,19 @@ def _read_mmlu_csv(path: Path, subject: str) -> Rows:
     return rows
 
 
-def convert_mmlu(data_dir: Path) -> dict[str, Splits]:
+def convert_mmlu(root: DataRoot) -> dict[str, Splits]:
     """MMLU ``test/*_test.csv`` + ``dev/*_dev.csv`` → cais/mmlu rows, one config per subject.
 
     Fields ``{question, subject, choices: [A, B, C, D], answer: 0-3}``.
     """
-    test_dir = data_dir / "mmlu" / "test"
+    test_dir = root.file("mmlu/test")
     files = sorted(test_dir.glob("*_test.csv"))
     if not files:
-        raise MissingDataFile(f"no MMLU test files (*_test.csv) found in {test_dir}")
+        raise MissingData(f"no MMLU test files (*_test.csv) found in {test_dir}")
     configs = {}
     for test_file in files:
         subject = test_file.name.removesuffix("_test.csv")
-        dev_file = _require(data_dir / "mmlu" / "dev" / f"{subject}_dev.csv")
+        dev_file = root.file(f"mmlu/dev/{subject}_dev.csv")
         configs[subject] = {"test": _read_mmlu_csv(test_file, subject), "dev": _read_mmlu_csv(dev_file, subject)}
     return configs
 
@@ -302,9 +286,9 @@ def check_counts(task: str, counts: dict[str, int], expected: dict[str, int]) ->
             )
 
 
-def local_cache_dir(data_dir: Path) -> Path:
-    """Where converted copies of ``data_dir`` live: one folder per data directory, reused across runs."""
-    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:12]
+def local_cache_dir(root: DataRoot) -> Path:
+    """Where converted copies of ``root`` live: one folder per data directory, reused across runs."""
+    digest = hashlib.sha256(str(root.path.resolve()).encode()).hexdigest()[:12]
     return cache_root() / "lm_eval_data" / digest
 
 
@@ -328,15 +312,18 @@ def _write_if_changed(path: Path, text: str) -> None:
         atomic_write_text(path, text)
 
 
-def prepare_local_task(task: str, data_dir: str | Path) -> PreparedTask:
-    """Convert ``task``'s files in ``data_dir`` and return overrides pointing lm-eval at the local copy."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a directory")
+def prepare_local_task(task: str, root: DataRoot) -> PreparedTask:
+    """Convert ``task``'s files in ``root`` and return overrides pointing lm-eval at the local copy.
+
+    From the embedded slices the official counts do not apply: the note says how many items the slice holds.
+    """
     local = LOCAL_TASKS.get(task)
-    configs = local.convert(data_dir)
+    configs = local.convert(root)
     counts = count_rows(configs)
-    check_counts(task, counts, local.expected)
-    target = local_cache_dir(data_dir) / task
+    expected, note = local.expected, local.note
+    if root.manifest is not None:
+        expected, note = {}, f"embedded slice: {counts} of the official {local.expected}"
+    check_counts(task, counts, expected)
+    target = local_cache_dir(root) / task
     write_dataset(configs, target)
-    return PreparedTask({"dataset_path": str(target), **local.overrides}, counts, local.expected, local.note)
+    return PreparedTask({"dataset_path": str(target), **local.overrides}, counts, local.expected, note)

@@ -13,9 +13,7 @@ the mean negative log-likelihood over all predicted tokens.
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -27,8 +25,9 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.config import strict_config
+from layerprune.data import load_hub, locate
 from layerprune.errors import UserError
-from layerprune.registry import Registry
+from layerprune.records import data_suffix, read_jsonl, read_text_file, require_field
 
 
 @strict_config
@@ -49,68 +48,55 @@ class PerplexityText:
     note: str = ""
 
 
-PPL_DATASETS: Registry[Callable[[Path | None], PerplexityText]] = Registry("perplexity dataset")
+@dataclass(frozen=True)
+class PerplexitySet:
+    """How a named perplexity dataset's test rows become one text (``column`` of its Hub rows)."""
+
+    join: str
+    column: str = "text"
+    local_note: str = ""
+
+
+PPL_DATASETS: dict[str, PerplexitySet] = {
+    # WikiText-2 raw test split, rows joined with a blank line (GPTQ protocol).
+    "wikitext2": PerplexitySet("\n\n"),
+    # C4: the first 1,100 validation documents joined with a space (SparseGPT; the count is in its HubSpec).
+    "c4": PerplexitySet(" ", local_note="300-document C4 sample, not the validation slice"),
+    # Penn Treebank test sentences joined with a space (GPTQ protocol); Hub only.
+    "ptb": PerplexitySet(" ", column="sentence"),
+}
 
 
 def wikitext_rows(raw_file: Path) -> list[str]:
     """Rows of the Hugging Face ``wikitext-2-raw-v1`` split from the official ``wiki.*.raw`` file (blank line → "")."""
-    return [line if line.strip() else "" for line in raw_file.read_text(encoding="utf-8").splitlines(keepends=True)]
+    return [line if line.strip() else "" for line in read_text_file(raw_file).splitlines(keepends=True)]
 
 
-@PPL_DATASETS.register("wikitext2")
-def wikitext2(data_dir: Path | None) -> PerplexityText:
-    """WikiText-2 raw test split, rows joined with a blank line (GPTQ protocol)."""
-    if data_dir is not None:
-        path = data_dir / "wikitext2" / "raw" / "wiki.test.raw"
-        if not path.is_file():
-            raise UserError(f"perplexity data file not found: {path}")
-        return PerplexityText("\n\n".join(wikitext_rows(path)), str(path), "\\n\\n")
-    rows = _hub_rows("wikitext", "wikitext-2-raw-v1", "test", "text")
-    return PerplexityText("\n\n".join(rows), "wikitext/wikitext-2-raw-v1:test", "\\n\\n")
-
-
-@PPL_DATASETS.register("ptb")
-def ptb(data_dir: Path | None) -> PerplexityText:
-    """Penn Treebank test sentences joined with a space (GPTQ protocol); hub only."""
-    rows = _hub_rows("ptb_text_only", "penn_treebank", "test", "sentence")
-    return PerplexityText(" ".join(rows), "ptb_text_only:test", " ")
-
-
-@PPL_DATASETS.register("c4")
-def c4(data_dir: Path | None) -> PerplexityText:
-    """C4: the first 1,100 validation documents joined with a space (SparseGPT); locally, ``c4_sample``."""
-    if data_dir is not None:
-        path = data_dir / "c4_sample" / "c4_demo.jsonl"
-        if not path.is_file():
-            raise UserError(f"perplexity data file not found: {path}")
-        texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return PerplexityText(" ".join(texts), str(path), " ", "300-document C4 sample, not the validation slice")
-    files = {"validation": "en/c4-validation.00000-of-00008.json.gz"}
-    rows = _hub_rows("allenai/c4", None, "validation", "text", data_files=files)[:1100]
-    return PerplexityText(" ".join(rows), "allenai/c4:en/c4-validation.00000-of-00008[:1100]", " ")
-
-
-def _hub_rows(path: str, name: str | None, split: str, column: str, **kwargs) -> list[str]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(path, name, split=split, **kwargs)[column])
-    except (ConnectionError, OSError) as error:
-        message = f"could not load {path} from the hub ({error}); offline, pass --data-dir or a text file"
-        raise UserError(message) from None
+def _file_rows(path: Path, column: str) -> list[str]:
+    """Rows of a local file: a JSON Lines file's ``column`` field, else the lines of a raw text file."""
+    if data_suffix(path) == ".jsonl":
+        return [require_field(record, column, f"{path}: record {n}") for n, record in enumerate(read_jsonl(path), 1)]
+    return wikitext_rows(path)
 
 
 def load_text(name: str, data_dir: str | Path | None = None) -> PerplexityText:
-    """Text for ``--ppl NAME|PATH``: a registered dataset, or a local ``.txt`` (read as is) / ``.jsonl`` (``text``)."""
-    if name in PPL_DATASETS:
-        return PPL_DATASETS.get(name)(Path(data_dir) if data_dir is not None else None)
-    path = Path(name)
-    if not path.is_file():
-        raise UserError(f"{PPL_DATASETS.unknown_message(name)} (or give the path of a text file)")
-    if path.suffix == ".jsonl":
-        texts = [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return PerplexityText("\n\n".join(texts), str(path), "\\n\\n")
-    return PerplexityText(path.read_text(encoding="utf-8"), str(path), "none (file read as is)")
+    """Text for ``--ppl NAME|PATH``: a named dataset (resolved by :func:`layerprune.data.locate`) or a file.
+
+    A ``.jsonl`` file gives its ``text`` fields joined by a blank line; any other file is read as is.
+    """
+    location = locate(name, "test", data_dir)
+    if location.path is not None:
+        if data_suffix(location.path) == ".jsonl":
+            return PerplexityText("\n\n".join(_file_rows(location.path, "text")), name, "\\n\\n")
+        return PerplexityText(read_text_file(location.path), name, "none (file read as is)")
+    spec = PPL_DATASETS[name]
+    if location.root is not None:
+        (path,) = location.files()
+        rows, origin, note = _file_rows(path, spec.column), f"{location.root.origin}: {path}", spec.local_note
+    else:
+        rows = [row[spec.column] for row in load_hub(location.hub, f"perplexity data {name}")]
+        origin, note = location.hub.describe(), ""
+    return PerplexityText(spec.join.join(rows), origin, repr(spec.join).strip("'"), note)
 
 
 def context_length(model: PreTrainedModel) -> int | None:

@@ -27,9 +27,9 @@ from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
 from layerprune.config import strict_config
-from layerprune.data_paths import data_file
+from layerprune.data import load_hub, locate
 from layerprune.errors import UserError
-from layerprune.records import read_json, read_jsonl, read_parquet, read_text_file, require_field
+from layerprune.records import data_suffix, read_json, read_jsonl, read_parquet, read_text_file, require_field
 from layerprune.registry import Registry
 
 IGNORE = -100
@@ -42,17 +42,8 @@ ALPACA_PROMPT_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
-SHORTCUTS = {
-    "dolly": "dolly15k/databricks-dolly-15k-v1-nocategory.jsonl",
-    "alpaca": "alpaca_subset/alpaca_5000.json",
-    "wikitext2": "wikitext2/raw_slices/wiki.train.nonempty.first1MB.txt",
-    "c4": "c4_sample/c4_demo.jsonl",
-    "oasst1": "oasst1_en_valid/oasst1-validation-en.jsonl",
-}
 OASST_ROLES = {"prompter": "user", "assistant": "assistant"}
 FILE_SUFFIXES = (".json", ".jsonl", ".parquet", ".txt")
-# Suffixes that make a --data value a local path rather than a hub dataset id.
-_PATH_SUFFIXES = {*FILE_SUFFIXES, ".csv", ".tsv", ".gz", ".zst", ".arrow", ".xz", ".bz2"}
 
 Segments = list[tuple[str, bool]]
 FormatFunction = Callable[[dict[str, Any], PreTrainedTokenizerBase], Segments]
@@ -217,30 +208,17 @@ def tokenize_segments(segments: Segments, tokenizer: PreTrainedTokenizerBase) ->
 
 
 def read_records(source: str) -> list[dict[str, Any]]:
-    """Records from a shortcut (see ``SHORTCUTS``), a json/jsonl/parquet/txt file or a hub id."""
-    path = data_file(SHORTCUTS[source]) if source in SHORTCUTS else Path(source).expanduser()
-    if path.is_file():
-        return _read_file(path)
-    if path.exists() or path.suffix.lower() in _PATH_SUFFIXES or source.startswith(("/", ".", "~")):
-        raise UserError(f"data file {source} not found (a local file needs one of {', '.join(FILE_SUFFIXES)})")
-    return _hub_records(source)
-
-
-def _hub_records(source: str) -> list[dict[str, Any]]:
-    import datasets
-
-    try:
-        return list(datasets.load_dataset(source, split="train"))
-    except Exception as error:  # datasets raises many types (ConnectionError, FileNotFoundError, ...)
-        raise UserError(
-            f"cannot load healing data {source!r}: not a shortcut ({', '.join(SHORTCUTS)}) or local file, and the "
-            f"hub lookup failed ({type(error).__name__}: {str(error).strip().splitlines()[0]}). Offline, pass a local "
-            f"{'/'.join(FILE_SUFFIXES)} file"
-        ) from None
+    """Records from a named source (``dolly``, ``alpaca``, … resolved by :func:`layerprune.data.locate`),
+    a json/jsonl/parquet/txt file (or its ``.gz``), or a Hub id ``ORG/NAME``."""
+    location = locate(source, "train", hub_ids=True)
+    if location.hub is not None:
+        return load_hub(location.hub, f"healing data {source!r}")
+    (path,) = location.files()
+    return _read_file(path)
 
 
 def _read_file(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
+    suffix = data_suffix(path)
     if suffix == ".parquet":
         return read_parquet(path)
     if suffix == ".jsonl":

@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from layerprune.data import hub_offline
 from layerprune.errors import UserError
 from layerprune.models.architectures import decoder_layers, get_architecture
 from layerprune.provenance import Provenance, get_provenance, read_record, set_provenance
@@ -232,6 +233,12 @@ def _first_line(error: BaseException) -> str:
 
 
 def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
+    offline = hub_offline()
+    if offline is not None:
+        raise UserError(
+            f"model {spec!r} is a Hugging Face Hub id but {offline}={os.environ[offline]} is set: unset it to "
+            "download, or pass a local model directory, a .gguf file or 'default' (the embedded SmolLM2-135M)"
+        )
     try:
         return _from_pretrained(spec, dtype, device_map, trust_remote_code, None if allow_pickle else True)
     except OSError as error:

@@ -36,9 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from layerprune.calibration import CalibrationConfig
 from layerprune.config import ConfigError, describe_errors, reject_coercion, strict_config
-from layerprune.data_paths import data_dir
+from layerprune.data import locate
+from layerprune.data import names as data_names
 from layerprune.errors import UserError
 from layerprune.evaluation.runner import EvalConfig
+from layerprune.evaluation.tasks import expand_tasks
 from layerprune.healing import DATA_FORMATS, LOSSES, METHODS, DataConfig, LossConfig, MethodConfig, TrainConfig
 from layerprune.merging import MergeConfig
 from layerprune.merging.streamline import StreamlineConfig
@@ -47,7 +49,6 @@ from layerprune.models.loading import check_model_spec, resolve_dtype
 from layerprune.width import SparsifyConfig, WidthConfig
 
 SCHEMA_VERSION = 1
-SHARED_DATA = "shared"
 _SCORING = ScoringContext(progress=False)
 PositiveInt = Annotated[int, Field(ge=1)]
 
@@ -201,11 +202,8 @@ class EvaluateSection(EvalConfig):
             raise UserError("nothing to evaluate: give tasks, ppl and/or speed")
 
     def config(self) -> EvalConfig:
-        """The :class:`EvalConfig`; ``data_dir: shared`` is the shared data directory (``$LAYERPRUNE_DATA``)."""
-        fields = {key: getattr(self, key) for key in EvalConfig.__pydantic_fields__}
-        if self.data_dir == SHARED_DATA:
-            fields["data_dir"] = str(data_dir())
-        return EvalConfig(**fields)
+        """The :class:`EvalConfig` part."""
+        return EvalConfig(**{key: getattr(self, key) for key in EvalConfig.__pydantic_fields__})
 
 
 class ReportSection(Section):
@@ -255,6 +253,24 @@ class Recipe(Section):
                 f"heal.schedule removes {sum(steps)} layers but select.num_layers is {self.select.num_layers}"
             )
         return self
+
+    def check_data(self) -> None:
+        """Resolve every data name and path the recipe uses (embedded files checksummed) before any work.
+
+        ``calibration.source``, ``heal.data.source``, ``evaluate.ppl`` and the local tasks of
+        ``evaluate.tasks`` (unless ``harness.skip_missing``); a problem is one :class:`UserError`.
+        """
+        locations = [locate(self.calibration.source, "train")]
+        if self.heal is not None:
+            locations.append(locate(self.heal.data.source, "train", hub_ids=True))
+        evaluate = self.evaluate
+        if evaluate is not None:
+            locations += [locate(name, "test", evaluate.data_dir) for name in evaluate.ppl]
+            tasks = [name for name in expand_tasks(evaluate.tasks)[0] if name in data_names("task")]
+            if not evaluate.harness.skip_missing:
+                locations += [locate(name, "task", evaluate.data_dir) for name in tasks]
+        for location in locations:
+            location.files()
 
     def dump(self) -> dict[str, Any]:
         """Every key with its resolved value (JSON types)."""
@@ -332,10 +348,9 @@ def check_task_names(recipe: Recipe) -> None:
         raise UserError(f"evaluate.tasks: {error}") from None
 
 
-RECIPE_CHECKS: list[Callable[[Recipe], None]] = [check_model_specs, check_task_names]
-"""What the file system and the project's tables can show about a valid :class:`Recipe`, in order.
-Data sources (``heal.data.source``, ``calibration.source``, ``evaluate.ppl``) are checked by the data
-resolver's own function, appended here."""
+RECIPE_CHECKS: list[Callable[[Recipe], None]] = [check_model_specs, check_task_names, Recipe.check_data]
+"""What the file system and the project's tables can show about a valid :class:`Recipe`, in order:
+model paths, task names, then every data source through the data resolver (:meth:`Recipe.check_data`)."""
 
 
 def check_before_work(recipe: Recipe) -> None:
