@@ -127,8 +127,15 @@ def test_pattern_of_each_family_follows_llama_cpp():
 
 def test_whole_periods_follow_the_metric_and_respect_exclusions():
     order = [13, 12, 14, 15, 16, 17, 3, 2, 1, 0, 4, 5, 6, 7, 8, 9, 10, 11]
-    assert whole_periods(order, 6, 6, 18, set()) == [12, 13, 14, 15, 16, 17]
-    assert whole_periods(order, 6, 6, 18, {17}) == [0, 1, 2, 3, 4, 5]
-    assert whole_periods(order, 8, 6, 18, set()) == [12, 13, 14, 15, 16, 17]  # 8 layers hold one period
+    assert whole_periods(order, 6, 6, 18) == [12, 13, 14, 15, 16, 17]
+    assert whole_periods([i for i in order if i != 17], 6, 6, 18) == [11, 12, 13, 14, 15, 16]  # 17 excluded
+    assert whole_periods(order, 8, 6, 18) == [12, 13, 14, 15, 16, 17]  # 8 layers hold one run of 6
+    assert whole_periods(order, 12, 6, 18) == [0, 1, 2, 3, 4, 5, 12, 13, 14, 15, 16, 17]
     with pytest.raises(UserError, match="at least 6"):
-        whole_periods(order, 4, 6, 18, set())
+        whole_periods(order, 4, 6, 18)
+
+
+def test_any_run_of_whole_periods_keeps_the_pattern():
+    pattern = AttentionPattern("gemma3", 6)
+    for start in range(0, 7):
+        check_removal(pattern, 12, list(range(start, start + 6)))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
+from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
 from layerprune.saving import check_output_dir, check_output_file, save_model
@@ -126,10 +128,28 @@ def check_output(args: argparse.Namespace) -> None:
     """Fail before any work if ``--output`` (a file or a directory, as the command writes) cannot be written."""
     if getattr(args, "output", None) is None:
         return
-    if args.output_is_file:
+    if is_gguf_output(args):
+        check_gguf_output(args)
+    elif args.output_is_file:
         check_output_file(args.output)
     else:
         check_output_dir(args.output, args.overwrite)
+
+
+def is_gguf_output(args: argparse.Namespace) -> bool:
+    return not args.output_is_file and str(args.output).endswith(".gguf")
+
+
+def check_gguf_output(args: argparse.Namespace) -> None:
+    """A ``.gguf`` output: only ``prune`` writes one (direct surgery keeps the quantization); the file must be free."""
+    if not getattr(args, "gguf_output", False):
+        raise UserError(
+            f"{args.command} rewrites the weights, so it cannot keep a GGUF's quantization and does not write "
+            f"{args.output}; save to a directory (--output DIR). Only prune writes a .gguf directly"
+        )
+    if Path(args.output).exists() and not args.overwrite:
+        raise UserError(f"output {args.output} already exists; pass --overwrite to replace it")
+    check_output_file(args.output)
 
 
 def model_size(model: PreTrainedModel) -> tuple[int, int]:

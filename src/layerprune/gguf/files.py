@@ -10,6 +10,7 @@ tensor data is all there, and ``gguf`` can dequantize every tensor type in it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -34,7 +35,14 @@ def check_gguf(path: str | Path):
     dequantize; for an architecture transformers reads with its own header reader, also what
     that reader rejects.
     """
-    path = Path(path)
+    path = Path(path).resolve()
+    stat = path.stat()
+    return _checked(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _checked(path: Path, size: int, mtime_ns: int):
+    """One parse per file version (the header of a 100 MB GGUF with a 49k-token vocabulary takes seconds)."""
     check_not_split(path)
     reader = _read(path)
     _check_types(reader, path)
@@ -51,12 +59,31 @@ def check_not_split(path: Path) -> None:
 
 
 def _read(path: Path):
-    from gguf import GGUFReader
-
     try:
-        return GGUFReader(path)
+        return _reader_class()(path)
     except READ_ERRORS as error:
         raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({first_line(error)})") from None
+
+
+def _reader_class():
+    from gguf import GGUFReader
+
+    class PlainViewReader(GGUFReader):
+        """GGUFReader over a plain ``ndarray`` view of its memory map: the same bytes, parsed 3-4x faster.
+
+        Every slice of an ``np.memmap`` runs ``memmap.__array_finalize__``, and the reader takes
+        one slice per vocabulary string; a plain view of the same mapping skips that.
+        """
+
+        @property
+        def data(self) -> np.ndarray:
+            return self._data
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._data = value.view(np.ndarray)
+
+    return PlainViewReader
 
 
 def _check_types(reader, path: Path) -> None:

@@ -13,6 +13,9 @@ for each family layerprune supports (checked against llama.cpp's ``llama-model.c
   the file has ``attention.sliding_window``; ``gemma3`` and ``gemma-embedding``: period 6.
   A scalar ``<arch>.attention.sliding_window_pattern`` replaces the period, as llama.cpp's
   ``get_key_or_arr`` does.
+A removal keeps every kept layer's kind exactly when the removed layers before each kept
+full-attention layer number a multiple of the period: removing runs of whole periods
+(``period`` consecutive layers, anywhere) always does.
 - ``llama``, ``qwen2``, ``qwen2moe``, ``qwen3``, ``qwen3moe``, ``gemma``, ``granite``,
   ``mistral3``: no index-derived per-layer behaviour.
 - refused: ``gemma3n`` (per-layer token embeddings sized by the layer count, and the KV
@@ -83,35 +86,40 @@ def check_removal(pattern: AttentionPattern, num_layers: int, removed: list[int]
     raise UserError(
         f"removing layers {removed} breaks llama.cpp's attention pattern ({pattern.describe()}, derived from "
         f"the layer index): layer {old} ({pattern.kind(old)}) would become layer {new} ({pattern.kind(new)}). "
-        f"Remove whole periods of {pattern.period} instead, e.g. {_alternative(pattern.period, num_layers, removed)}"
-        f", or --whole-periods to let the metric choose them"
+        f"Remove runs of {pattern.period} consecutive layers instead (whole periods), e.g. "
+        f"{_alternative(pattern.period, num_layers, removed)}, or add --whole-periods to let the metric choose them"
     )
 
 
-def whole_periods(order: list[int], count: int, period: int, num_layers: int, protected: set[int]) -> list[int]:
-    """The ``count // period`` whole periods ``[p·n, (p+1)·n)`` to remove, ranked by ``order``.
+def whole_periods(order: list[int], count: int, period: int, num_layers: int) -> list[int]:
+    """``count // period`` non-overlapping runs of ``period`` consecutive layers to remove, ranked by ``order``.
 
-    ``order`` is the metric's removal order (most removable first); a period's rank is the
-    mean rank of its layers, so the metric chooses which periods go. Periods holding a
-    ``protected`` layer (``exclude_first``/``exclude_last``) or running past the last layer stay.
+    Removing ``period`` consecutive layers shifts every later layer by one whole period, so
+    llama.cpp gives each kept layer its old attention kind. ``order`` is the metric's ranking
+    of the candidate layers (most removable first); a run's rank is the sum of its layers'
+    ranks (ties: the deeper run), and runs are taken best first, so the metric chooses which
+    go. Runs holding a layer that is not a candidate (``exclude_first``/``exclude_last``) stay.
     """
     if count < period:
-        raise UserError(f"--whole-periods removes whole periods of {period} layers: remove at least {period}")
+        raise UserError(f"--whole-periods removes runs of {period} layers: remove at least {period}")
     rank = {layer: position for position, layer in enumerate(order)}
-    periods = [list(range(start, start + period)) for start in range(0, num_layers - period + 1, period)]
-    allowed = [p for p in periods if not protected & set(p) and all(layer in rank for layer in p)]
-    chosen = sorted(allowed, key=lambda p: sum(rank[layer] for layer in p))[: count // period]
-    if len(chosen) < count // period:
-        raise UserError(f"only {len(allowed)} whole periods of {period} layers may be removed, not {count // period}")
-    return sorted(layer for p in chosen for layer in p)
+    runs = [range(start, start + period) for start in range(num_layers - period + 1)]
+    runs = [run for run in runs if all(layer in rank for layer in run)]
+    chosen: list[int] = []
+    for run in sorted(runs, key=lambda run: (sum(rank[layer] for layer in run), -run.start)):
+        if len(chosen) < count // period * period and not set(run) & set(chosen):
+            chosen.extend(run)
+    if len(chosen) < count // period * period:
+        raise UserError(f"only {len(chosen) // period} runs of {period} candidate layers fit, not {count // period}")
+    return sorted(chosen)
 
 
 def _alternative(period: int, num_layers: int, removed: list[int]) -> str:
-    """``--layers`` naming the whole periods that overlap the requested removal most (as many as it spans)."""
-    wanted = max(1, round(len(removed) / period))
-    starts = range(0, num_layers - period + 1, period)
-    best = sorted(starts, key=lambda s: -len(set(range(s, s + period)) & set(removed)))[:wanted]
-    return "--layers " + ",".join(f"{s}-{s + period - 1}" for s in sorted(best))
+    """``--layers`` naming the run of whole periods that overlaps the requested removal most (period-aligned first)."""
+    length = min(max(1, round(len(removed) / period)) * period, num_layers - period)
+    starts = range(0, num_layers - length + 1)
+    best = max(starts, key=lambda s: (len(set(range(s, s + length)) & set(removed)), s % period == 0, -s))
+    return f"--layers {best}-{best + length - 1}"
 
 
 def _ordinal(n: int) -> str:

@@ -53,7 +53,7 @@ def plan_removal(reader, removed: list[int]) -> GgufPlan:
         raise UserError(f"layer list {removed} names a layer twice")
     if len(removed) >= count:
         raise UserError(f"removing {len(removed)} of {count} blocks leaves none")
-    check_removal(attention_pattern(arch, _metadata(reader)), count, sorted(removed))
+    check_removal(file_pattern(reader), count, sorted(removed))
     kept = [i for i in range(count) if i not in set(removed)]
     previous = field_value(reader, PREFIX + "layer_map")
     source_map = list(previous) if previous else list(range(count))
@@ -189,3 +189,22 @@ def summary(reader, plan: GgufPlan, source: Path, output: Path) -> dict[str, Any
         "file_bytes": [source.stat().st_size, output.stat().st_size],
         "block_types": {new: sorted(types.get(old, ())) for new, old in enumerate(plan.layer_map)},
     }
+
+
+def gguf_source(spec: str) -> Path:
+    """The GGUF file a model spec names (``default``: the embedded one); else a :class:`UserError`."""
+    from layerprune.models.loading import DEFAULT_SPEC, default_gguf_path
+
+    if spec == DEFAULT_SPEC:
+        return default_gguf_path()
+    if spec.endswith(".gguf") and Path(spec).is_file():
+        return Path(spec)
+    raise UserError(
+        f"a .gguf output is written by direct surgery of a GGUF input ('default' or a .gguf file), not {spec!r}; "
+        "save to a directory instead (--output DIR)"
+    )
+
+
+def file_pattern(reader):
+    """llama.cpp's attention pattern for this file (a :class:`UserError` if its family is unsupported)."""
+    return attention_pattern(architecture(reader), _metadata(reader))
