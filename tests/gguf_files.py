@@ -111,4 +111,21 @@ def _metadata(writer: GGUFWriter, layout: str, layers: int, per_layer: bool) -> 
         writer.add_uint32(f"{arch}.attention.key_length", HEAD_DIM)
         writer.add_uint32(f"{arch}.attention.value_length", HEAD_DIM)
         writer.add_uint32(f"{arch}.attention.sliding_window", 4)
+    _tokenizer(writer)
+
+
+def _tokenizer(writer: GGUFWriter) -> None:
+    """A byte-level BPE vocabulary of printable ASCII plus 40 merges, padded with control tokens to ``VOCAB``."""
+    chars = [chr(c) for c in range(33, 127)] + ["Ġ"]
+    merges = list(zip(chars[:40], chars[40:80], strict=True))
+    tokens = chars + [a + b for a, b in merges]
+    types = [1] * len(tokens) + [3] * (VOCAB - len(tokens))
+    tokens += [f"<pad{i}>" for i in range(VOCAB - len(tokens))]
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_string("tokenizer.ggml.pre", "default")
+    writer.add_array("tokenizer.ggml.tokens", tokens)
+    writer.add_array("tokenizer.ggml.token_type", types)
+    writer.add_array("tokenizer.ggml.merges", [f"{a} {b}" for a, b in merges])
+    writer.add_uint32("tokenizer.ggml.bos_token_id", VOCAB - 2)
+    writer.add_uint32("tokenizer.ggml.eos_token_id", VOCAB - 1)
     writer.add_string("tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}")

@@ -199,9 +199,12 @@ class ReportSection(Section):
 
 
 class OutputSection(Section):
-    """``dtype`` of every saved model (default: keep the loaded dtype)."""
+    """``dtype`` of every saved model (default: keep the loaded dtype); ``format``: ``hf`` (a Hugging Face
+    directory) or ``gguf``: the selection is written as ``model.gguf`` by direct surgery of the GGUF the
+    recipe starts from, its blocks copied in their quantization types (:mod:`layerprune.gguf.surgery`)."""
 
     dtype: str | None = None
+    format: Literal["hf", "gguf"] = "hf"
 
 
 class Recipe(Section):
@@ -223,6 +226,8 @@ class Recipe(Section):
     def _stages_fit(self) -> Recipe:
         if self.select is None and self.width is None and self.sparsify is None:
             raise ValueError("nothing makes the model smaller: give select, width and/or sparsify")
+        if self.output.format == "gguf":
+            _check_gguf_output(self)
         if self.sparsify is not None and self.heal is not None:
             raise ValueError("heal would fill in the zeros that sparsify leaves (no masked healing): drop one of them")
         steps = self.heal.steps if self.heal else None
@@ -247,6 +252,24 @@ class Recipe(Section):
 
     def to_json(self) -> str:
         return json.dumps(self.dump(), indent=2)
+
+
+def _check_gguf_output(recipe: Recipe) -> None:
+    """``output.format: gguf`` keeps the quantization, so only a depth selection (metric or layers) of a GGUF fits."""
+    spec = recipe.model.spec
+    if spec != "default" and not spec.endswith(".gguf"):
+        raise ValueError(
+            f"output.format gguf prunes a GGUF directly: model.spec must be default or a .gguf file, not {spec}"
+        )
+    rewriting = [name for name in ("width", "sparsify", "heal") if getattr(recipe, name) is not None]
+    if recipe.select is not None and recipe.select.kind in ("merge", "replace"):
+        rewriting.insert(0, f"select.{recipe.select.kind}")
+    if rewriting or recipe.select is None:
+        what = ", ".join(rewriting) or "no select"
+        raise ValueError(
+            f"output.format gguf copies quantized blocks unchanged; {what} rewrites weights and cannot keep the "
+            "quantization: use select.metric or select.layers alone, or output.format hf"
+        )
 
 
 def parse_layer_list(text: str) -> list[int]:

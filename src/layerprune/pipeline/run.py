@@ -34,7 +34,7 @@ from rich.table import Table
 from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.pipeline.recipe import Recipe
-from layerprune.pipeline.stages import STAGES, ModelState, Stage, StageContext
+from layerprune.pipeline.stages import GGUF_MODEL, STAGES, ModelState, Stage, StageContext, saved_model
 from layerprune.saving import atomic_write_text, write_json
 
 RECORD, PENDING, RUN_FILE = "stage.json", "pending.json", "run.json"
@@ -248,7 +248,7 @@ def _execute(
     if planned.status == "cached":
         console.print(f"[bold]{planned.name}[/]: cached ({planned.fingerprint[:12]})")
         if planned.stage.makes_model:
-            state.replace(None, planned.directory / "model")
+            state.replace(None, saved_model(planned.directory))
         return read_json(planned.directory / RECORD)
     console.rule(f"[bold]{planned.name}[/] — {planned.status}: {planned.reason}")
     if planned.status in ("run", "re-run") and planned.directory.exists():
@@ -285,7 +285,11 @@ def _finish(output: Path, plan: list[PlannedStage], result: RunResult) -> None:
     """Link the final model and the report into the run directory, write results.json, print a summary."""
     by_name = {p.name: p for p in plan}
     final = next(p for p in reversed(plan) if p.stage.makes_model)
-    _link(output / "model", final.directory / "model")
+    model = saved_model(final.directory)
+    for stale in {"model", GGUF_MODEL} - {model.name}:
+        if (output / stale).is_symlink():
+            (output / stale).unlink()
+    _link(output / model.name, model)
     if "report" in by_name:
         _link(output / "report", by_name["report"].directory)
     for name, key in (("evaluate", "final"), ("dense", "dense"), ("unhealed", "unhealed")):
@@ -303,7 +307,7 @@ def _link(link: Path, target: Path) -> None:
         link.unlink()
     elif link.is_dir():
         shutil.rmtree(link)
-    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=target.is_dir())
 
 
 def _print_summary(result: RunResult) -> None:
@@ -319,4 +323,5 @@ def _print_summary(result: RunResult) -> None:
         if results:
             ppl = ", ".join(f"{k} {v['ppl']:.2f}" for k, v in results.get("perplexity", {}).items())
             console.print(f"{label}: {results['num_layers']} layers; {ppl}")
-    console.print(f"model: {result.output / 'model'}")
+    gguf = result.output / GGUF_MODEL
+    console.print(f"model: {gguf if gguf.is_symlink() else result.output / 'model'}")
