@@ -129,3 +129,23 @@ def _tokenizer(writer: GGUFWriter) -> None:
     writer.add_uint32("tokenizer.ggml.bos_token_id", VOCAB - 2)
     writer.add_uint32("tokenizer.ggml.eos_token_id", VOCAB - 1)
     writer.add_string("tokenizer.chat_template", "{% for m in messages %}{{ m['content'] }}{% endfor %}")
+
+
+def float32_copy(source: Path, output: Path) -> Path:
+    """``source`` with every tensor dequantized to F32 by ``gguf`` (metadata as is): a file on which llama.cpp's
+    matmuls are plain float products, as transformers' are, instead of products with 8-bit-quantized activations."""
+    from gguf import GGUFReader, GGUFValueType, dequantize
+
+    reader = GGUFReader(source)
+    writer = GGUFWriter(str(output), reader.fields["general.architecture"].contents())
+    for key, entry in reader.fields.items():
+        if not key.startswith("GGUF.") and key != "general.architecture":
+            sub_type = entry.types[-1] if entry.types[0] == GGUFValueType.ARRAY else None
+            writer.add_key_value(key, entry.contents(), entry.types[0], sub_type)
+    for tensor in reader.tensors:
+        writer.add_tensor(tensor.name, dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return output
