@@ -53,3 +53,19 @@ def test_pruned_q4_1_gguf_loads_in_llama_cpp_with_its_block_count(tmp_path, caps
     assert GGUFReader(tmp_path / "pruned.gguf").fields["llama.block_count"].contents() == 22
     comparison = _check(tmp_path / "pruned.gguf", 22)
     assert sum(comparison.matched) >= 1  # the first greedy token agrees; later ones are printed above
+
+
+def test_exported_merged_model_decodes_in_llama_cpp_as_the_saved_directory_in_transformers(tmp_path):
+    """A model whose weights changed (two fused groups) goes out through llama.cpp's converter (F32, lossless)."""
+    from layerprune.cli import main
+
+    saved = tmp_path / "merged"
+    assert main(["merge", "--groups", "20-23,24-27", "--merge-op", "mean", "--output", str(saved),
+                 "--export", "gguf:f32"]) == 0  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(saved), dtype=torch.float32).eval()
+    prompts = [AutoTokenizer.from_pretrained(str(saved))(text).input_ids for text in PROMPTS]
+    run = llamacpp_generate(saved / "model-f32.gguf", prompts, n_predict=16)
+    assert run.n_layer == 24
+    comparison = compare_greedy(model, prompts, run)
+    print(f"exported: matched steps {comparison.matched}, ties {comparison.ties}")
+    assert comparison.mismatches == []

@@ -15,7 +15,9 @@ from layerprune.cli.common import (
     add_streaming_arguments,
     calibration_config_from_arguments,
     check_gguf_output,
+    check_output,
     console,
+    export_saved,
     is_gguf_output,
     load_from_arguments,
     model_size,
@@ -27,7 +29,6 @@ from layerprune.errors import UserError
 from layerprune.metrics import METRICS, LayerScores, Scores, layers_for_ratio, needs_calibration, score
 from layerprune.models import num_layers
 from layerprune.pipeline.recipe import parse_layer_list
-from layerprune.saving import check_output_dir
 from layerprune.surgery import remove_layers
 
 Scorer = Callable[[list[str], dict[str, Any]], Scores]
@@ -93,7 +94,7 @@ def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
     """Select (streamed scoring) and remove the layers tensor by tensor, without loading the model."""
     from layerprune.streaming import open_checkpoint, stream_remove
 
-    check_output_dir(args.output, args.overwrite)
+    check_output(args)
     count = open_checkpoint(args.model, args.cache_dir).num_layers
     scorer = functools.partial(streamed_scores, args)
     indices, details = (explicit, {"method": "manual"}) if explicit is not None else _select(count, args, scorer)
@@ -102,6 +103,7 @@ def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
     console.print(f"removed layers {indices} ({details['method']})")
     console.print(f"layers:     {count} → {count - len(indices)}")
     console.print(f"saved to {args.output}")
+    export_saved(args, args.output)
     return 0
 
 

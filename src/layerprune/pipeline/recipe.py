@@ -201,10 +201,21 @@ class ReportSection(Section):
 class OutputSection(Section):
     """``dtype`` of every saved model (default: keep the loaded dtype); ``format``: ``hf`` (a Hugging Face
     directory) or ``gguf``: the selection is written as ``model.gguf`` by direct surgery of the GGUF the
-    recipe starts from, its blocks copied in their quantization types (:mod:`layerprune.gguf.surgery`)."""
+    recipe starts from, its blocks copied in their quantization types (:mod:`layerprune.gguf.surgery`);
+    ``export: gguf[:f16|bf16|q8_0|f32]`` converts the final saved model with llama.cpp's converter
+    (:mod:`layerprune.gguf.export`), for models whose weights changed (healed, merged, width-pruned)."""
 
     dtype: str | None = None
     format: Literal["hf", "gguf"] = "hf"
+    export: str | None = None
+
+    @field_validator("export")
+    @classmethod
+    def _export(cls, text: str | None) -> str | None:
+        from layerprune.gguf.export import parse_export
+
+        parse_export(text)
+        return text
 
 
 class Recipe(Section):
@@ -264,11 +275,13 @@ def _check_gguf_output(recipe: Recipe) -> None:
     rewriting = [name for name in ("width", "sparsify", "heal") if getattr(recipe, name) is not None]
     if recipe.select is not None and recipe.select.kind in ("merge", "replace"):
         rewriting.insert(0, f"select.{recipe.select.kind}")
+    if recipe.output.export:
+        raise ValueError("output.format gguf is already a GGUF (quantization kept): drop output.export")
     if rewriting or recipe.select is None:
         what = ", ".join(rewriting) or "no select"
         raise ValueError(
             f"output.format gguf copies quantized blocks unchanged; {what} rewrites weights and cannot keep the "
-            "quantization: use select.metric or select.layers alone, or output.format hf"
+            "quantization: use select.metric or select.layers alone, or output.format hf with output.export gguf"
         )
 
 

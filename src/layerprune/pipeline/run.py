@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 
 from layerprune.errors import UserError
+from layerprune.gguf.export import export_gguf, parse_export, require_converter
 from layerprune.models import load_model
 from layerprune.pipeline.recipe import Recipe
 from layerprune.pipeline.stages import GGUF_MODEL, STAGES, ModelState, Stage, StageContext, saved_model
@@ -211,6 +212,8 @@ def run(
     """Run ``recipe`` into ``output`` (see the module docstring); ``dry_run`` prints the plan only."""
     output = Path(output)
     check_output(output, recipe, overwrite)
+    if recipe.output.export:
+        require_converter()
     if overwrite and output.exists() and not dry_run:
         shutil.rmtree(output)
     store = store or RunStore(output)
@@ -225,7 +228,7 @@ def run(
     state = ModelState(lambda: _load_source(recipe))
     for planned in plan:
         result.records[planned.name] = _execute(planned, recipe, state, plan, list(extra_metrics))
-    _finish(output, plan, result)
+    _finish(output, plan, result, recipe.output.export)
     return result
 
 
@@ -281,8 +284,8 @@ def _write_run_file(output: Path, recipe: Recipe, plan: list[PlannedStage]) -> N
     )
 
 
-def _finish(output: Path, plan: list[PlannedStage], result: RunResult) -> None:
-    """Link the final model and the report into the run directory, write results.json, print a summary."""
+def _finish(output: Path, plan: list[PlannedStage], result: RunResult, export: str | None = None) -> None:
+    """Link the final model (and its ``export``) and the report into the run directory, write results.json."""
     by_name = {p.name: p for p in plan}
     final = next(p for p in reversed(plan) if p.stage.makes_model)
     model = saved_model(final.directory)
@@ -290,6 +293,12 @@ def _finish(output: Path, plan: list[PlannedStage], result: RunResult) -> None:
         if (output / stale).is_symlink():
             (output / stale).unlink()
     _link(output / model.name, model)
+    outtype = parse_export(export)
+    if outtype is not None:
+        exported = model / f"model-{outtype}.gguf"
+        if not exported.is_file():
+            export_gguf(model, outtype)
+        _link(output / exported.name, exported)
     if "report" in by_name:
         _link(output / "report", by_name["report"].directory)
     for name, key in (("evaluate", "final"), ("dense", "dense"), ("unhealed", "unhealed")):
