@@ -1,6 +1,6 @@
 """``load_model``: one entry point for the embedded default, local directories, hub ids and GGUF files.
 
-A GGUF file is dequantized by transformers once; the fp32 result is cached as
+A GGUF file is dequantized once (tensor by tensor, :mod:`layerprune.gguf.cache`); the fp32 result is cached as
 safetensors (keyed by the file's SHA-256) so that later loads take seconds. The cache
 lives in ``$LAYERPRUNE_CACHE`` (default ``~/.cache/layerprune``) or ``cache_dir``.
 """
@@ -137,10 +137,17 @@ def _file_digest(path: Path) -> str:
 
 
 def _dequantize_to_cache(path: Path, cached: Path) -> None:
-    """Dequantize a GGUF with transformers and save the fp32 model atomically to ``cached``."""
+    """Dequantize a GGUF and save the fp32 model atomically to ``cached``: tensor by tensor for the families
+    :mod:`layerprune.gguf.cache` streams, else whole through transformers."""
+    from layerprune.gguf.cache import streamable, write_cache
     from layerprune.saving import atomic_directory
 
-    logger.warning("dequantizing %s once (about half a minute); later loads read %s", path.name, cached)
+    logger.warning("dequantizing %s once; later loads read %s", path.name, cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    if streamable(path):
+        with atomic_directory(cached, overwrite=True) as tmp:
+            write_cache(path, tmp)
+        return
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -148,7 +155,6 @@ def _dequantize_to_cache(path: Path, cached: Path) -> None:
         raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({first_line(error)})") from None
     _drop_gguf_quantization_config(model)
     model.config._name_or_path = str(path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(cached, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
