@@ -29,3 +29,19 @@ def test_load_model_of_a_gguf_reads_the_streamed_cache(tmp_path):
     tokens = torch.tensor([tokenizer("hello world").input_ids])
     with torch.no_grad():
         assert torch.equal(model(tokens).logits, reference(tokens).logits)
+
+
+def test_streaming_reads_the_gguf_itself_and_scores_as_the_fp32_cache(tmp_path):
+    from layerprune.streaming import open_checkpoint
+    from layerprune.streaming.scoring import stream_score
+
+    path = write_tiny_gguf(tmp_path / "llama.gguf", "llama", 4)
+    checkpoint = open_checkpoint(str(path), tmp_path / "cache")
+    assert checkpoint.weight_map and set(checkpoint.weight_map.values()) == {"model.gguf"}
+    assert not (tmp_path / "cache" / "gguf").exists()  # no fp32 copy on disk
+    write_cache(path, tmp_path / "fp32")
+    calibration = "default"
+    direct = stream_score(str(path), ["bi", "ppl"], calibration, cache_dir=tmp_path / "cache")
+    cached = stream_score(str(tmp_path / "fp32"), ["bi", "ppl"], calibration)
+    for metric in ("bi", "ppl"):
+        assert direct.get(metric).scores == cached.get(metric).scores

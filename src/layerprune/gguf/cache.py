@@ -85,3 +85,55 @@ def _producer(tensor, processor, mapping, parsed, shape):
         return values.reshape(shape)
 
     return produce
+
+
+def open_gguf_checkpoint(path: Path, sidecar: Path):
+    """A streaming :class:`~layerprune.streaming.Checkpoint` read from the memory-mapped GGUF itself.
+
+    Each tensor is dequantized when a layer asks for it, so scoring and merge candidates stream
+    a GGUF without the fp32 copy on disk; ``sidecar`` (written once, a few MB) holds the config,
+    generation config and tokenizer that the streaming code reads from a checkpoint directory.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from layerprune.saving import atomic_directory
+
+    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+    config.dtype = torch.float32
+    if not (sidecar / "config.json").is_file():
+        with atomic_directory(sidecar, overwrite=True) as tmp:
+            config.save_pretrained(tmp)
+            GenerationConfig.from_model_config(config).save_pretrained(tmp)
+            AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(tmp)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    return _checkpoint_class().from_planned(sidecar, config, _planned(path, model))
+
+
+def _checkpoint_class():
+    from layerprune.streaming.checkpoint import Checkpoint, _layer_prefix
+
+    class GgufCheckpointClass(Checkpoint):
+        """A :class:`Checkpoint` whose tensors are produced from a GGUF (fp32, dequantized on read)."""
+
+        @classmethod
+        def from_planned(cls, sidecar: Path, config, planned: list) -> Checkpoint:
+            from layerprune.models.architectures import decoder_config, get_architecture
+
+            weight_map = {tensor.name: "model.gguf" for tensor in planned}
+            arch = get_architecture(config)
+            prefix = _layer_prefix(weight_map, arch, getattr(decoder_config(config), arch.layer_count_key))
+            checkpoint = cls(sidecar, config, weight_map, prefix)
+            checkpoint.planned = {tensor.name: tensor for tensor in planned}
+            return checkpoint
+
+        def tensor(self, name: str) -> torch.Tensor:
+            return self.planned[name].produce()
+
+        def info(self, name: str) -> tuple[str, list[int]]:
+            return "F32", list(self.planned[name].shape)
+
+        def nbytes(self) -> int:
+            return sum(tensor.nbytes for tensor in self.planned.values())
+
+    return GgufCheckpointClass

@@ -121,14 +121,15 @@ def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedMode
 
 def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Path:
     """The safetensors model directory a GGUF file is dequantized into (written on first use)."""
-    cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
+    cached = cache_root(cache_dir) / "gguf" / file_digest(path)
     if not (cached / "config.json").is_file():
         check_gguf(path)
         _dequantize_to_cache(path, cached)
     return cached
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The cache key of a file: its stem and the first 16 hex digits of its SHA-256."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
