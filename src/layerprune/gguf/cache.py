@@ -38,6 +38,7 @@ def write_cache(path: Path, directory: Path, max_shard_bytes: int = 2**30) -> No
     config._name_or_path = str(path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    config.architectures = [type(model).__name__]  # as save_pretrained writes it
     directory.mkdir(parents=True, exist_ok=True)
     write_shards(directory, _planned(path, model), max_shard_bytes)
     config.save_pretrained(directory)
@@ -98,13 +99,16 @@ def open_gguf_checkpoint(path: Path, sidecar: Path):
 
     from layerprune.saving import atomic_directory
 
-    config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
-    config.dtype = torch.float32
     if not (sidecar / "config.json").is_file():
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)
+        config.dtype = torch.float32
+        with torch.device("meta"):
+            config.architectures = [type(AutoModelForCausalLM.from_config(config)).__name__]
         with atomic_directory(sidecar, overwrite=True) as tmp:
             config.save_pretrained(tmp)
             GenerationConfig.from_model_config(config).save_pretrained(tmp)
             AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name).save_pretrained(tmp)
+    config = AutoConfig.from_pretrained(sidecar)  # as the fp32 cache's Checkpoint reads it
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     return _checkpoint_class().from_planned(sidecar, config, _planned(path, model))
