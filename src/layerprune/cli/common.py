@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calibration
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
+from layerprune.models.loading import resolve_dtype
 from layerprune.saving import check_output_dir, check_output_file, save_model
 
 console = Console()
@@ -56,7 +57,7 @@ def streaming_from_arguments(args: argparse.Namespace) -> bool:
     """Whether this command streams; prints the mode and why."""
     from layerprune.streaming.mode import choose_streaming
 
-    streaming, reason = choose_streaming(args.model, args.streaming)
+    streaming, reason = choose_streaming(args.model, args.streaming, resolve_dtype(args.dtype))
     console.print(f"mode: {'streamed' if streaming else 'in memory'} ({reason})")
     return streaming
 

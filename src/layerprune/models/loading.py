@@ -119,6 +119,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     cached = gguf_cache_directory(path, cache_dir)
+    _require_memory(cached, dtype)
     return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
 
 
@@ -196,6 +197,7 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
         raise UserError(f"{path} has a config.json but no weights (*.safetensors, or *.bin with --allow-pickle)")
     from layerprune.width.heterogeneous import load_narrow
 
+    _require_memory(path, dtype)
     try:
         narrow = load_narrow(path, dtype=dtype, device_map=device_map, use_safetensors=has_safetensors)
         if narrow is not None:  # per-layer widths: built from layerprune's own code, no remote code runs
@@ -227,6 +229,13 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
             f"lookup failed ({_first_line(error)}). If you are offline, download the model "
             "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
         ) from None
+
+
+def _require_memory(directory: Path, dtype) -> None:
+    """A :class:`UserError` naming the flags to use when the weights would not fit in memory (no OOM kill)."""
+    from layerprune.streaming.mode import require_memory
+
+    require_memory(directory, dtype)
 
 
 def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors):
