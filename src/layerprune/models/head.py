@@ -10,7 +10,8 @@ computes, for chosen rows only,
 at a time. A chunk's logits are freed before the next one; with gradients, each chunk is
 recomputed in the backward pass (activation checkpointing), so backward holds one chunk too.
 Positions nobody reads (pads, the last position) never reach the head. On Qwen2.5-0.5B
-(151,936 tokens) a 16 × 128 calibration batch would otherwise hold 1.2 GB of fp32 logits.
+(151,936 tokens) a batch of 16 × 256 healing tokens would otherwise hold 2.5 GB of fp32 logits
+(and as much again for their gradient); chunked, 0.27 GB.
 Families read off the model (not in the architecture table) keep the plain path, since
 their post-processing is unknown.
 """
@@ -27,8 +28,10 @@ from transformers import PreTrainedModel
 
 from layerprune.models.architectures import decoder_config, get_architecture
 
-# Logits held at once: 2^24 fp32 values (64 MiB), e.g. 110 positions of Qwen2.5's 151,936-token vocabulary.
-CHUNK_LOGITS = 1 << 24
+# Logits held at once: 2^26 fp32 values (256 MiB), 441 positions of Qwen2.5's 151,936-token vocabulary. Each
+# chunk reads the whole head weight: 110-position chunks (2^24) made a 512-token window 17 % slower than full
+# logits (BENCHMARKS.md, "A real model"); the matmul needs a few hundred rows to run at full speed.
+CHUNK_LOGITS = 1 << 26
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
 
