@@ -1,6 +1,7 @@
 """Benchmark: the LM head's share of a perplexity-type pass, full logits against the chunked head + NLL.
 
     PYTHONPATH=src python bench/lm_head.py --model PATH.gguf [--windows 4 --seq-len 512 --threads 2]
+    PYTHONPATH=src python bench/lm_head.py --model PATH.gguf --accuracy ../shared/data   # against fp64
 
 Each variant runs in its own subprocess on the same random token windows (peak RSS is the
 child's ``ru_maxrss``); one window at a time, as :func:`layerprune.evaluation.perplexity.perplexity` does:
@@ -10,7 +11,8 @@ child's ``ru_maxrss``); one window at a time, as :func:`layerprune.evaluation.pe
 * ``chunked``: :func:`layerprune.models.head.next_token_nll`; head time = :func:`~layerprune.models.head.head_nll`.
 
 It prints each variant's wall time per window, head time and share, peak RSS, the two mean
-NLLs (they must agree), and the ratio plain / chunked.
+NLLs (they must agree), and the ratio plain / chunked. ``--accuracy DATA_DIR`` instead scores the
+first WikiText-2 test window both ways and with the head and softmax in fp64, and prints the relative errors.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from layerprune.evaluation.perplexity import load_text, token_windows
 from layerprune.models import load_model
 from layerprune.models.head import head_nll, head_skipped
 
@@ -77,6 +80,23 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
+def accuracy(args: argparse.Namespace) -> None:
+    """Summed NLL of the first WikiText-2 window: fp64 head + softmax, full-logits cross_entropy, chunked."""
+    model, tokenizer = load_model(args.model)
+    ids = tokenizer(load_text("wikitext2", args.accuracy).text, return_tensors="pt").input_ids[0]
+    window = token_windows(ids, args.seq_len, 1)
+    with torch.no_grad(), head_skipped(model) as captured:
+        model(window)
+    hidden, targets = captured[-1][0, :-1], window[0, 1:]
+    with torch.no_grad():
+        exact = F.cross_entropy(F.linear(hidden.double(), model.lm_head.weight.double()), targets, reduction="sum")
+        plain = F.cross_entropy(model.lm_head(hidden).float(), targets, reduction="sum")
+        chunked = head_nll(model, hidden, targets)
+    for name, value in (("plain", plain), ("chunked", chunked)):
+        print(f"{name}: {value.item():.6f}, relative error {abs(value.item() - exact.item()) / exact.item():.2e}")
+    print(f"fp64: {exact.item():.6f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True)
@@ -84,7 +104,10 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variant", choices=sorted(VARIANTS))
+    parser.add_argument("--accuracy", metavar="DATA_DIR", help="compare both against fp64 on WikiText-2")
     args = parser.parse_args()
+    if args.accuracy:
+        return accuracy(args)
     if args.variant:
         return child(args)
     results = {}
