@@ -46,3 +46,12 @@ def test_commands_that_cannot_stream_exit_2_with_the_flag(bf16_model, monkeypatc
     monkeypatch.setattr(mode, "available_memory", lambda: 1000)
     assert main(["eval", "--model", str(bf16_model), "--ppl", "none.txt"]) == 2
     assert "score and prune stream it with --streaming" in capsys.readouterr().err
+
+
+def test_a_gguf_whose_float32_copy_does_not_fit_is_refused_before_dequantizing(tmp_path, monkeypatch) -> None:
+    """The embedded SmolLM2-135M: 134.5 M weights, 0.50 GiB as float32; nothing is written to the cache."""
+    monkeypatch.setattr(mode, "available_memory", lambda: 2**29 - 1)
+    expected = r"dequantizing .*SmolLM2.* needs 0\.50 GiB of memory as float32, more than the 0\.50 GiB available"
+    with pytest.raises(UserError, match=expected + r": dequantize it once on a machine with more memory"):
+        load_model("default", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())

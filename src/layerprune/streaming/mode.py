@@ -66,14 +66,22 @@ def require_memory(directory: Path, dtype: torch.dtype | str | None) -> None:
     The message names the flags that help: ``--streaming`` (score and prune read one layer or
     tensor at a time) and, for a float32 load, ``--dtype bfloat16`` (half the bytes).
     """
-    size, free = loaded_bytes(directory, dtype), available_memory()
-    if size is None or size <= free:
+    size = loaded_bytes(directory, dtype)
+    if size is None:
         return
     float32 = size == loaded_bytes(directory, torch.float32)
     hint = "score and prune stream it with --streaming"
     if float32:
         hint += "; --dtype bfloat16 (a recipe's model.dtype: bfloat16) loads it in half"
-    raise UserError(
-        f"{directory} needs {size / GIB:.2f} GiB of memory loaded{' as float32' if float32 else ''}, "
-        f"more than the {free / GIB:.2f} GiB available: {hint}"
-    )
+    require_bytes(size, f"{directory} needs {{size}} of memory loaded{' as float32' if float32 else ''}", hint)
+
+
+def require_bytes(size: int, what: str, hint: str) -> None:
+    """A :class:`UserError` ``"<what>, more than the N GiB available: <hint>"`` if ``size`` exceeds the memory.
+
+    ``what`` holds ``{size}``, filled in with the size in GiB.
+    """
+    free = available_memory()
+    if size > free:
+        message = what.format(size=f"{size / GIB:.2f} GiB")
+        raise UserError(f"{message}, more than the {free / GIB:.2f} GiB available: {hint}")
