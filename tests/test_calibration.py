@@ -43,7 +43,7 @@ def test_windows_come_only_from_long_enough_documents(tmp_path):
     path = tmp_path / "docs.jsonl"
     records = [{"text": "short"}, {"text": "x" * 100}, {"instruction": "say", "input": "", "output": "hi"}]
     path.write_text("\n".join(json.dumps(r) for r in records))
-    calibration = load_calibration(tiny_tokenizer(), CalibrationConfig(str(path), samples=20, seq_len=16))
+    calibration = load_calibration(tiny_tokenizer(), CalibrationConfig(str(path), samples=6, seq_len=16))
     assert set(calibration.input_ids.flatten().tolist()) == {tiny_tokenizer().convert_tokens_to_ids("x")}
 
 
@@ -132,3 +132,11 @@ def test_cli_arguments_build_the_calibration_set(tmp_path):
     calibration = calibration_from_arguments(args, tiny_tokenizer())
     assert calibration.input_ids.shape == (3, 12)
     assert calibration.config == CalibrationConfig(str(path), 3, 12, 5)
+
+
+def test_text_shorter_than_the_requested_windows_names_both_numbers(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("x" * 100)  # 100 tokens
+    load_calibration(tiny_tokenizer(), CalibrationConfig(str(path), samples=6, seq_len=16))  # 96 tokens: enough
+    with pytest.raises(UserError, match=r"too short for 7 windows of 16 tokens \(112 tokens\): .* hold 100"):
+        load_calibration(tiny_tokenizer(), CalibrationConfig(str(path), samples=7, seq_len=16))

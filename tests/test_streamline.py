@@ -82,7 +82,9 @@ def test_trainer_steps_equal_hand_adamw_steps(train: str) -> None:
     assert losses == pytest.approx(expected, rel=1e-5)
     initial = decoder_layers(model)[first].state_dict()
     for name, value in reference.state_dict().items():
-        torch.testing.assert_close(layer.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        # atol 1e-5: ce is logsumexp − target (models.head.logits_nll), HF's .loss is cross_entropy; their fp32
+        # rounding differs by ~1e-7, which Adam's normalisation lifts to ~2e-6 on a near-zero gradient entry.
+        torch.testing.assert_close(layer.state_dict()[name], value, rtol=1e-5, atol=1e-5)
         assert (value - initial[name]).abs().max() > 1e-3, name  # every tensor moved (by about lr per step)
 
 

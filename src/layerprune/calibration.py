@@ -163,6 +163,13 @@ def _sample_windows(documents: list[list[int]], length: int, config: Calibration
             f"document has {longest} tokens ({total} tokens in {len(documents)} documents); "
             f"need at least {length} tokens in one document"
         )
+    available = sum(len(ids) for ids in eligible)
+    if available < config.samples * length:
+        raise UserError(
+            f"calibration source {config.source!r} is too short for {config.samples} windows of {length} tokens "
+            f"({config.samples * length} tokens): its documents of at least {length} tokens hold {available}; "
+            "lower --samples or --seq-len"
+        )
     ends = list(itertools.accumulate(len(ids) - length + 1 for ids in eligible))
     generator = torch.Generator().manual_seed(config.seed)
     positions = torch.randint(ends[-1], (config.samples,), generator=generator).tolist()

@@ -13,6 +13,7 @@ from layerprune.calibration import CalibrationConfig, CalibrationSet, load_calib
 from layerprune.errors import UserError
 from layerprune.models import load_model
 from layerprune.models.architectures import num_layers
+from layerprune.models.loading import resolve_dtype
 from layerprune.saving import check_apart_from_inputs, check_output_dir, check_output_file, save_model
 
 console = Console()
@@ -60,7 +61,7 @@ def streaming_from_arguments(args: argparse.Namespace) -> bool:
 
     check_output(args)
 
-    streaming, reason = choose_streaming(args.model, args.streaming)
+    streaming, reason = choose_streaming(args.model, args.streaming, resolve_dtype(args.dtype))
     console.print(f"mode: {'streamed' if streaming else 'in memory'} ({reason})")
     return streaming
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,6 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from layerprune.config import strict_config
 from layerprune.data import load_hub, locate
 from layerprune.errors import UserError
+from layerprune.models.head import next_token_nll
 from layerprune.records import data_suffix, read_jsonl, read_text_file, require_field
 
 
@@ -118,8 +118,8 @@ def token_windows(ids: torch.Tensor, seq_len: int, max_windows: int | None = Non
 @torch.no_grad()
 def window_nll(model: PreTrainedModel, window: torch.Tensor) -> float:
     """Summed NLL of tokens 2..T of one window given their prefixes."""
-    logits = model(window.unsqueeze(0).to(model.device)).logits[0, :-1].float()
-    return F.cross_entropy(logits, window[1:].to(logits.device), reduction="sum").item()
+    ids = window.unsqueeze(0).to(model.device)
+    return next_token_nll(model, {"input_ids": ids}, ids[:, 1:])[0].item()
 
 
 def perplexity(

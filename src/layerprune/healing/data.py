@@ -263,7 +263,7 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig, bu
         if not records:
             raise UserError(f"no conversation with an assistant reply in {config.source}")
     render = DATA_FORMATS.get(name)
-    budget = None if config.packing else budget
+    requested, budget = budget, None if config.packing else budget
 
     def prepare(indices: list[int]) -> list[Example]:
         rendered = [_render(render, name, records[i], tokenizer, _where(config, i)) for i in indices]
@@ -276,6 +276,11 @@ def load_healing_data(tokenizer: PreTrainedTokenizerBase, config: DataConfig, bu
     train = _prepare_until(prepare, train_indices, budget) if budget else prepare(train_indices)
     if not train:
         raise UserError(f"no training examples left from {config.source} at seq_len {config.seq_len} (--heal-seq-len)")
+    if requested is not None and len(train) < requested:
+        raise UserError(
+            f"healing data {config.source} gives {len(train)} training windows of at most {config.seq_len} tokens, "
+            f"fewer than the {requested} that --max-steps × --train-batch-size × --grad-accum requests"
+        )
     held_out = prepare(order[:validation_count])
     validation = TokenizedDataset(held_out, first_index=len(train)) if held_out else None
     return HealingData(TokenizedDataset(train), validation, config)

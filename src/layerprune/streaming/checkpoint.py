@@ -121,12 +121,17 @@ class Checkpoint:
         self._headers.clear()
 
     def _header(self, shard: str) -> tuple[int, dict[str, Any]]:
-        """(byte offset of the data, header) of one shard: an 8-byte little-endian length, then JSON."""
+        """(byte offset of the data, header) of one shard, read once."""
         if shard not in self._headers:
-            with (self.path / shard).open("rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                self._headers[shard] = (8 + length, json.loads(handle.read(length)))
+            self._headers[shard] = read_header(self.path / shard)
         return self._headers[shard]
+
+
+def read_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(byte offset of the data, header) of a safetensors file: an 8-byte little-endian length, then JSON."""
+    with path.open("rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return 8 + length, json.loads(handle.read(length))
 
 
 def tensor_nbytes(dtype: str, shape: list[int]) -> int:

@@ -1,8 +1,10 @@
-"""When to stream: on request, or when the checkpoint (its size read from the safetensors index) exceeds the memory.
+"""When to stream: on request, or when the model, in the dtype it is loaded in, exceeds the memory.
 
-In memory a model takes about its weights' size; streamed, one layer (scoring) or one
-tensor (surgery) of it. :func:`choose_streaming` returns the decision and the reason the
-command prints.
+In memory a model takes about its weights' size in the load dtype (element counts from the
+safetensors headers × the dtype's bytes: a bf16 checkpoint loaded as float32 takes twice its
+file size); streamed, one layer (scoring) or one tensor (surgery) of it. :func:`choose_streaming`
+returns the decision and the reason the command prints; :func:`require_memory` refuses, before
+loading, a model that would not fit, naming the flag that does.
 """
 
 from __future__ import annotations
@@ -10,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
+import torch
 
-from layerprune.records import read_json_object
-from layerprune.streaming.checkpoint import INDEX_FILE, SINGLE_FILE
+from layerprune.errors import UserError
+from layerprune.streaming.checkpoint import DTYPES, INDEX_FILE, SINGLE_FILE, read_header, tensor_nbytes
 
 GIB = 2**30
 
@@ -22,26 +25,63 @@ def available_memory() -> int:
     return psutil.virtual_memory().available
 
 
-def checkpoint_bytes(directory: Path) -> int | None:
-    """The weights' size from the index's ``total_size`` (else the shards' size); ``None`` without safetensors."""
-    index = directory / INDEX_FILE
-    if index.is_file():
-        metadata = read_json_object(index, "a safetensors index").get("metadata")
-        total = metadata.get("total_size") if isinstance(metadata, dict) else None
-        if isinstance(total, int) and total > 0:
-            return total
-    shards = list(directory.glob("*.safetensors"))
-    return sum(shard.stat().st_size for shard in shards) if shards else None
+def loaded_bytes(directory: Path, dtype: torch.dtype | str | None = None) -> int | None:
+    """Bytes of the weights loaded in ``dtype`` (``None``/``"auto"``: their own); ``None`` without safetensors.
+
+    Floating-point tensors take ``dtype``'s size per element; integer tensors keep theirs.
+    """
+    shards = sorted(directory.glob("*.safetensors"))
+    if not shards:
+        return None
+    total = 0
+    for shard in shards:
+        for name, entry in read_header(shard)[1].items():
+            if name == "__metadata__":
+                continue
+            own = DTYPES[entry["dtype"]]
+            cast = isinstance(dtype, torch.dtype) and own.is_floating_point
+            total += tensor_nbytes(entry["dtype"], entry["shape"]) // own.itemsize * (dtype if cast else own).itemsize
+    return total
 
 
-def choose_streaming(spec: str, requested: bool | None) -> tuple[bool, str]:
-    """(stream?, why): ``requested`` True/False decides; ``None`` streams a local checkpoint larger than the memory."""
+def choose_streaming(spec: str, requested: bool | None, dtype: torch.dtype | str | None = None) -> tuple[bool, str]:
+    """(stream?, why): ``requested`` True/False decides; ``None`` streams a local checkpoint larger than the memory.
+
+    The size is the weights' in ``dtype`` (:func:`loaded_bytes`).
+    """
     if requested is not None:
         return requested, "--streaming" if requested else "--no-streaming"
     directory = Path(spec)
-    size = checkpoint_bytes(directory) if directory.is_dir() else None
+    size = loaded_bytes(directory, dtype) if directory.is_dir() else None
     if size is None:
         return False, f"{spec} is not a local safetensors checkpoint ({SINGLE_FILE} or shards with {INDEX_FILE})"
     free = available_memory()
     verdict = "is larger than" if size > free else "fits in"
-    return size > free, f"the checkpoint ({size / GIB:.2f} GiB) {verdict} the available memory ({free / GIB:.2f} GiB)"
+    return size > free, f"the model ({size / GIB:.2f} GiB) {verdict} the available memory ({free / GIB:.2f} GiB)"
+
+
+def require_memory(directory: Path, dtype: torch.dtype | str | None) -> None:
+    """Refuse to load ``directory`` in memory when its weights in ``dtype`` exceed the available memory.
+
+    The message names the flags that help: ``--streaming`` (score and prune read one layer or
+    tensor at a time) and, for a float32 load, ``--dtype bfloat16`` (half the bytes).
+    """
+    size = loaded_bytes(directory, dtype)
+    if size is None:
+        return
+    float32 = size == loaded_bytes(directory, torch.float32)
+    hint = "score and prune stream it with --streaming"
+    if float32:
+        hint += "; --dtype bfloat16 (a recipe's model.dtype: bfloat16) loads it in half"
+    require_bytes(size, f"{directory} needs {{size}} of memory loaded{' as float32' if float32 else ''}", hint)
+
+
+def require_bytes(size: int, what: str, hint: str) -> None:
+    """A :class:`UserError` ``"<what>, more than the N GiB available: <hint>"`` if ``size`` exceeds the memory.
+
+    ``what`` holds ``{size}``, filled in with the size in GiB.
+    """
+    free = available_memory()
+    if size > free:
+        message = what.format(size=f"{size / GIB:.2f} GiB")
+        raise UserError(f"{message}, more than the {free / GIB:.2f} GiB available: {hint}")
