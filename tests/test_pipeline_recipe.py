@@ -103,6 +103,7 @@ def test_output_checks_before_loading(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(run_module, "load_model", lambda *a, **k: pytest.fail("a model was loaded"))
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(tmp_path))
     (tmp_path / "tiny").mkdir()  # the recipe's model.spec exists (its weights are never read)
+    (tmp_path / "text.txt").write_text("calibration text " * 50)  # and so does its data
     (tmp_path / "afile").write_text("not a directory")
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")

@@ -55,7 +55,7 @@ def load_model(
     with ``trust_remote_code``. A directory written by layerprune restores its provenance.
     """
     torch_dtype = resolve_dtype(dtype)
-    spec = str(Path(spec).expanduser()) if spec.startswith("~") else spec
+    spec = expand_spec(spec)
     check_model_spec(spec)
     if spec == DEFAULT_SPEC:
         model, tokenizer = _load_gguf(default_gguf_path(), torch_dtype, device_map, cache_dir)
@@ -71,12 +71,18 @@ def load_model(
     return model, tokenizer
 
 
+def expand_spec(spec: str) -> str:
+    """``~/…`` → the user's home directory; any other spec unchanged."""
+    return str(Path(spec).expanduser()) if spec.startswith("~") else spec
+
+
 def check_model_spec(spec: str, role: str = "model") -> None:
     """What :func:`load_model` can tell about ``spec`` without reading weights: a local path must exist.
 
     ``default`` needs the embedded package and a ``.gguf`` file its magic bytes; a hub id is
     looked up only when loaded.
     """
+    spec = expand_spec(spec)
     if spec == DEFAULT_SPEC:
         default_gguf_path()
     elif spec.endswith(".gguf"):

@@ -128,10 +128,21 @@ class Checkpoint:
 
 
 def read_header(path: Path) -> tuple[int, dict[str, Any]]:
-    """(byte offset of the data, header) of a safetensors file: an 8-byte little-endian length, then JSON."""
+    """(byte offset of the data, header) of a safetensors file: an 8-byte little-endian length, then JSON.
+
+    A file too short for its header, or whose header is not a JSON object, is a :class:`UserError`.
+    """
     with path.open("rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        return 8 + length, json.loads(handle.read(length))
+        prefix = handle.read(8)
+        length = struct.unpack("<Q", prefix)[0] if len(prefix) == 8 else -1
+        raw = handle.read(length) if length >= 0 else b""
+    try:
+        header = json.loads(raw) if len(raw) == length else None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        header = None
+    if not isinstance(header, dict):
+        raise UserError(f"cannot load the model: {path} is not a valid safetensors file (truncated or corrupt header)")
+    return 8 + length, header
 
 
 def tensor_nbytes(dtype: str, shape: list[int]) -> int:

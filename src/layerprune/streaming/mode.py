@@ -15,6 +15,7 @@ import psutil
 import torch
 
 from layerprune.errors import UserError
+from layerprune.records import read_json_object
 from layerprune.streaming.checkpoint import DTYPES, INDEX_FILE, SINGLE_FILE, read_header, tensor_nbytes
 
 GIB = 2**30
@@ -33,6 +34,8 @@ def loaded_bytes(directory: Path, dtype: torch.dtype | str | None = None) -> int
     shards = sorted(directory.glob("*.safetensors"))
     if not shards:
         return None
+    if (directory / INDEX_FILE).is_file():
+        read_json_object(directory / INDEX_FILE, "a safetensors index")
     total = 0
     for shard in shards:
         for name, entry in read_header(shard)[1].items():
