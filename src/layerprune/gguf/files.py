@@ -11,7 +11,6 @@ tensor data is all there, and ``gguf`` can dequantize every tensor type in it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import struct
 from pathlib import Path
@@ -125,14 +124,6 @@ def field_value(reader, key: str) -> Any:
     """A metadata value as Python data (``None`` if absent)."""
     field = reader.get_field(key)
     return None if field is None else field.contents()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_gguf_file(path: str | Path) -> bool:

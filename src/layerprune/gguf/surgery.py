@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from layerprune.errors import UserError
-from layerprune.gguf.files import architecture, block_count, check_gguf, field_value, file_sha256
+from layerprune.gguf.files import architecture, block_count, check_gguf, field_value
 from layerprune.gguf.patterns import attention_pattern, check_removal
+from layerprune.records import file_sha256
 
 BLOCK_NAME = re.compile(r"^blk\.(\d+)\.(.+)$")
 PREFIX = "layerprune."

@@ -7,7 +7,6 @@ lives in ``$LAYERPRUNE_CACHE`` (default ``~/.cache/layerprune``) or ``cache_dir`
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -23,6 +22,7 @@ from layerprune.errors import UserError
 from layerprune.gguf.files import GGUF_MAGIC, READ_ERRORS, check_gguf, first_line
 from layerprune.models.architectures import decoder_layers, get_architecture
 from layerprune.provenance import Provenance, get_provenance, read_record, set_provenance
+from layerprune.records import file_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -153,11 +153,7 @@ def gguf_cache_directory(path: Path, cache_dir: str | Path | None = None) -> Pat
 
 def file_digest(path: Path) -> str:
     """The cache key of a file: its stem and the first 16 hex digits of its SHA-256."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return f"{path.stem}-{digest.hexdigest()[:16]}"
+    return f"{path.stem}-{file_sha256(path)[:16]}"
 
 
 def _dequantize_to_cache(path: Path, cached: Path) -> None:
