@@ -11,6 +11,8 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from layerprune.errors import UserError
 from layerprune.healing.data import IGNORE
 from layerprune.healing.losses import LOSSES, LossConfig, LossInputs
+from layerprune.surgery import remove_layers
+from tiny_models import tiny_model
 
 # one sequence of 3 positions over a vocabulary of 3; position 0 predicts token 1 (ignored), 1 → 2, 2 → nothing
 STUDENT = torch.tensor([[[1.0, 2.0, 0.0], [0.5, -1.0, 2.0], [9.0, 9.0, 9.0]]])
@@ -85,3 +87,50 @@ def test_mse_is_the_mean_squared_hidden_state_difference_over_trained_positions(
     assert LossConfig(name="mse").needs_hidden_states and not LossConfig(name="kd").needs_hidden_states
     with pytest.raises(UserError, match="mse loss needs a teacher"):
         LOSSES.get("mse")(LossInputs(inputs.student, labels), LossConfig(name="mse"))
+
+
+def test_kd_hidden_aligns_each_kept_layer_with_the_dense_layer_it_stands_for() -> None:
+    from layerprune.healing.losses import aligned_hidden_states
+
+    # dense layers 0..4, layers 1 and 2 removed: kept 0, 3, 4. The input of kept layer 1 (source 3) is the dense
+    # input of layer 3; the input of kept layer 2 (source 4) that of layer 4; the final outputs pair up.
+    assert aligned_hidden_states([0, 3, 4], 5) == [(1, 3), (2, 4), (3, 5)]
+    # states of two positions and two features: the student's first state equals the teacher's, the second is off
+    zero, one = torch.zeros(1, 2, 2), torch.ones(1, 2, 2)
+    teacher = (zero, one * 7, one * 2, one * 3)  # 3 dense layers: inputs of 0, 1, 2 and the final output
+    student = (zero, one * 2, one * 6)  # 2 kept layers, sources 0 and 2
+    logits = torch.zeros(1, 2, 3)
+    inputs = LossInputs(
+        CausalLMOutputWithPast(logits=logits, hidden_states=student),
+        torch.tensor([[5, 5]]),
+        CausalLMOutputWithPast(logits=logits, hidden_states=teacher),
+        layer_map=[0, 2],
+    )
+    # pairs (1, 2): 2 against 2, error 0; (2, 3): 6 against 3, ‖3‖² / ‖3‖² = 1 per feature → 1. Mean 0.5, kd 0
+    for beta in (1.0, 0.3):
+        loss = LOSSES.get("kd+hidden")(inputs, LossConfig(name="kd+hidden", hidden_weight=beta))
+        assert loss.item() == pytest.approx(0.5 * beta)
+    assert LossConfig(name="kd+hidden").reads_every_layer and not LossConfig(name="mse").reads_every_layer
+    with pytest.raises(UserError, match="layer map"):
+        LOSSES.get("kd+hidden")(LossInputs(inputs.student, inputs.labels, inputs.teacher), LossConfig(name="kd+hidden"))
+
+
+def test_kd_hidden_is_zero_when_the_removed_layer_was_an_identity() -> None:
+    """A pruned model whose removed layer did nothing matches the dense one at every aligned state, not at others."""
+    dense = tiny_model("llama", num_hidden_layers=4)
+    layer = dense.model.layers[1]
+    torch.nn.init.zeros_(layer.self_attn.o_proj.weight)
+    torch.nn.init.zeros_(layer.mlp.down_proj.weight)  # layer 1 adds nothing to the residual stream
+    pruned = remove_layers(tiny_model("llama", num_hidden_layers=4), [1])
+    pruned.load_state_dict({k: v for k, v in dense.state_dict().items() if ".layers.1." not in k}, strict=False)
+    for index, kept in enumerate(pruned.model.layers):
+        kept.load_state_dict(dense.model.layers[[0, 2, 3][index]].state_dict())
+    ids = torch.randint(0, dense.config.vocab_size, (2, 6), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        student = pruned(ids, output_hidden_states=True)
+        teacher = dense(ids, output_hidden_states=True)
+    labels = ids.clone()
+    aligned = LossInputs(student, labels, teacher, layer_map=[0, 2, 3])
+    assert LOSSES.get("kd+hidden")(aligned, LossConfig(name="kd+hidden")).item() == pytest.approx(0.0, abs=1e-10)
+    shifted = LossInputs(student, labels, teacher, layer_map=[0, 1, 2])  # off by one: not the dense states
+    assert LOSSES.get("kd+hidden")(shifted, LossConfig(name="kd+hidden")).item() > 1e-3

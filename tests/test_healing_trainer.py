@@ -165,6 +165,19 @@ def test_hidden_state_distillation_from_a_copy_of_itself_is_exactly_zero(tmp_pat
     assert json.loads((tmp_path / "mse2" / "loss_curve.json").read_text())["train"][0]["loss"] > 1e-3
 
 
+def test_kd_hidden_heals_through_the_layer_map_without_a_prefix_cache(tmp_path, text_file) -> None:
+    """kd+hidden reads every layer's state, so the frozen prefix is run, not replayed; its hidden term adds to kd."""
+    teacher = tiny_model("llama")
+    runs = {
+        loss: heal(remove_layers(tiny_model("llama"), [1]), TOKENIZER, config(tmp_path, text_file, loss, loss=loss),
+                   teacher=teacher)
+        for loss in ("kd", "kd+hidden")
+    }  # fmt: skip
+    assert runs["kd"].summary["cached_prefix_layers"] > 0 and runs["kd+hidden"].summary["cached_prefix_layers"] == 0
+    first = {loss: json.loads((tmp_path / loss / "loss_curve.json").read_text())["train"][0]["loss"] for loss in runs}
+    assert first["kd+hidden"] > first["kd"] + 1e-3
+
+
 def test_token_budget_sets_the_steps(tmp_path, text_file) -> None:
     run = config(tmp_path, text_file, "budget", max_steps=None, max_tokens=200, eval_steps=10)
     run.data.packing, run.data.validation_size = True, 0

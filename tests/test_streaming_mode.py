@@ -52,6 +52,18 @@ def test_a_gguf_whose_float32_copy_does_not_fit_is_refused_before_dequantizing(t
     """The embedded SmolLM2-135M: 134.5 M weights, 0.50 GiB as float32; nothing is written to the cache."""
     monkeypatch.setattr(mode, "available_memory", lambda: 2**29 - 1)
     expected = r"dequantizing .*SmolLM2.* needs 0\.50 GiB of memory as float32, more than the 0\.50 GiB available"
-    with pytest.raises(UserError, match=expected + r": dequantize it once on a machine with more memory"):
+    with pytest.raises(UserError, match=expected + r": score and prune read it one layer at a time with --streaming"):
         load_model("default", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache" / "gguf").exists() or not any((tmp_path / "cache" / "gguf").iterdir())
+
+
+def test_a_gguf_whose_float32_copy_does_not_fit_streams_by_itself(monkeypatch) -> None:
+    """The automatic mode counts a GGUF at its dequantized size: 4 bytes for each of its 134,515,008 weights."""
+    size = mode.gguf_loaded_bytes("default")
+    assert size == 4 * 134_515_008
+    monkeypatch.setattr(mode, "available_memory", lambda: size + 1)
+    assert mode.choose_streaming("default", None)[0] is False
+    monkeypatch.setattr(mode, "available_memory", lambda: size - 1)
+    streams, why = mode.choose_streaming("default", None)
+    assert streams and "(0.50 GiB) is larger than the available memory" in why
+    assert mode.gguf_loaded_bytes("no-such.gguf") is None and mode.gguf_loaded_bytes("org/name") is None

@@ -47,8 +47,9 @@ def add_streaming_arguments(parser: argparse.ArgumentParser) -> None:
         "--streaming",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="read a local safetensors checkpoint one layer or tensor at a time instead of loading it "
-        "(default: only when its size, from the index, exceeds the available memory)",
+        help="read a local safetensors checkpoint or GGUF file one layer or tensor at a time instead of loading it "
+        "(default: only when its size in memory, from the safetensors headers or the GGUF's float32 size, "
+        "exceeds the available memory)",
     )
     parser.add_argument(
         "--device", default=None, help="where streamed layers run, e.g. cuda or cpu (default: cuda when present)"

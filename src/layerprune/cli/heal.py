@@ -57,6 +57,9 @@ def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--teacher", default="source", help="kd teacher: model spec or 'source' (the dense model)")
     group.add_argument("--temperature", type=float, default=loss.temperature)
     group.add_argument("--alpha", type=float, default=loss.alpha, help="ce weight in ce+kd")
+    group.add_argument(
+        "--hidden-weight", type=float, default=loss.hidden_weight, help="weight of the hidden-state term in kd+hidden"
+    )
     group = parser.add_argument_group("data")
     group.add_argument(
         "--data",
@@ -94,7 +97,7 @@ def heal_config_from_arguments(args: argparse.Namespace, output: str) -> HealCon
         method=MethodConfig(
             args.heal_method, args.train_layers, args.untie, args.lora_r, args.lora_alpha, args.lora_dropout
         ),
-        loss=LossConfig(args.loss, args.temperature, args.alpha),
+        loss=LossConfig(args.loss, args.temperature, args.alpha, args.hidden_weight),
         data=DataConfig(
             args.data,
             args.data_format,

@@ -108,6 +108,7 @@ def _run_streamed(args: argparse.Namespace, explicit: list[int] | None) -> int:
 def _run_gguf(args: argparse.Namespace, explicit: list[int] | None) -> int:
     """Direct GGUF surgery: select on the dequantized model (as for any model), then copy the kept blocks."""
     from layerprune.gguf.files import block_count, check_gguf
+    from layerprune.gguf.patterns import whole_period_removal
     from layerprune.gguf.surgery import file_pattern, gguf_source, plan_removal, remove_gguf_layers
 
     source = gguf_source(args.model)
@@ -120,7 +121,9 @@ def _run_gguf(args: argparse.Namespace, explicit: list[int] | None) -> int:
     else:
         indices, details = _select(count, args, _gguf_scorer(args))
         if args.whole_periods:
-            indices = _whole_periods(indices, details, pattern.period, count, args)
+            indices = whole_period_removal(
+                indices, details, pattern.period, count, args.exclude_first, args.exclude_last
+            )
     summary = remove_gguf_layers(source, args.output, indices, details, overwrite=args.overwrite)
     console.print(f"removed layers {indices} ({details['method']}), quantization kept")
     console.print(f"layers:     {summary['layers'][0]} → {summary['layers'][1]}")
@@ -138,20 +141,6 @@ def _gguf_scorer(args: argparse.Namespace) -> Scorer:
         return score(model, tokenizer, metrics, calib=calibration_config_from_arguments(args), **settings)
 
     return scorer
-
-
-def _whole_periods(
-    indices: list[int], details: dict[str, Any], period: int, count: int, args: argparse.Namespace
-) -> list[int]:
-    """Whole periods of llama.cpp's attention pattern instead of single layers, ranked by the metric's scores."""
-    from layerprune.gguf.patterns import whole_periods
-
-    if period <= 1:
-        return indices
-    order = LayerScores(details["method"], details["scores"]).ranking(args.exclude_first, args.exclude_last)
-    chosen = whole_periods(order, len(indices), period, count)
-    details.update(whole_periods=period, metric_choice=indices)
-    return chosen
 
 
 def _select(count: int, args: argparse.Namespace, scorer: Scorer) -> tuple[list[int], dict[str, Any]]:

@@ -31,11 +31,12 @@ EXTRA = "layerprune[llama]"
 
 @dataclass
 class LlamaCppRun:
-    """What llama.cpp loaded and generated: ``tokens[i]`` for ``prompts[i]``, and its decode speed."""
+    """What llama.cpp loaded and generated: ``tokens[i]`` for ``prompts[i]``, its prompt and decode speeds."""
 
     n_layer: int
     tokens: list[list[int]]
     decode_tokens_per_second: list[float]
+    prompt_tokens_per_second: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +60,9 @@ def llamacpp_generate(path: str | Path, prompts: list[list[int]], n_predict: int
         tail = " | ".join(child.stderr.strip().splitlines()[-3:])
         raise UserError(f"llama.cpp could not run {path}: {tail}")
     result = json.loads(child.stdout.strip().splitlines()[-1])
-    return LlamaCppRun(int(found.group(1)), result["tokens"], result["decode_tokens_per_second"])
+    return LlamaCppRun(
+        int(found.group(1)), result["tokens"], result["decode_tokens_per_second"], result["prompt_tokens_per_second"]
+    )
 
 
 def require_xllamacpp() -> None:
@@ -82,7 +85,7 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
     params.warmup = False
     params.verbosity = 4  # prints print_info: n_layer
     server = xllamacpp.Server(params)
-    tokens, speeds = [], []
+    tokens, speeds, prompt_speeds = [], [], []
     for prompt in request["prompts"]:
         body = {"prompt": prompt, "n_predict": request["n_predict"], "samplers": ["top_k"], "top_k": 1,
                 "temperature": 0, "return_tokens": True, "cache_prompt": False, "ignore_eos": True}  # fmt: skip
@@ -94,7 +97,8 @@ def _serve(request: dict[str, Any]) -> dict[str, Any]:
         answer = json.loads(urllib.request.urlopen(http, timeout=600).read())
         tokens.append(answer["tokens"])
         speeds.append(answer["timings"]["predicted_per_second"])
-    return {"tokens": tokens, "decode_tokens_per_second": speeds}
+        prompt_speeds.append(answer["timings"]["prompt_per_second"])
+    return {"tokens": tokens, "decode_tokens_per_second": speeds, "prompt_tokens_per_second": prompt_speeds}
 
 
 @torch.no_grad()

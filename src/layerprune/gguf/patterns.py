@@ -26,6 +26,7 @@ full-attention layer number a multiple of the period: removing runs of whole per
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from layerprune.errors import UserError
 
@@ -87,7 +88,8 @@ def check_removal(pattern: AttentionPattern, num_layers: int, removed: list[int]
         f"removing layers {removed} breaks llama.cpp's attention pattern ({pattern.describe()}, derived from "
         f"the layer index): layer {old} ({pattern.kind(old)}) would become layer {new} ({pattern.kind(new)}). "
         f"Remove runs of {pattern.period} consecutive layers instead (whole periods), e.g. "
-        f"{_alternative(pattern.period, num_layers, removed)}, or add --whole-periods to let the metric choose them"
+        f"{_alternative(pattern.period, num_layers, removed)}, or let the metric choose them with --whole-periods "
+        "(select.whole_periods: true in a recipe)"
     )
 
 
@@ -112,6 +114,24 @@ def whole_periods(order: list[int], count: int, period: int, num_layers: int) ->
     if len(chosen) < count // period * period:
         raise UserError(f"only {len(chosen) // period} runs of {period} candidate layers fit, not {count // period}")
     return sorted(chosen)
+
+
+def whole_period_removal(
+    indices: list[int], details: dict[str, Any], period: int, num_layers: int, exclude_first: int, exclude_last: int
+) -> list[int]:
+    """The metric's choice ``indices`` made into whole periods (:func:`whole_periods`), ranked by its scores.
+
+    ``details`` is the selection's record (``method``, ``scores``); it gains ``whole_periods`` and
+    the metric's own choice, ``metric_choice``. A period ≤ 1 (uniform attention) keeps ``indices``.
+    """
+    from layerprune.metrics import LayerScores
+
+    if period <= 1:
+        return indices
+    order = LayerScores(details["method"], details["scores"]).ranking(exclude_first, exclude_last)
+    chosen = whole_periods(order, len(indices), period, num_layers)
+    details.update(whole_periods=period, metric_choice=indices)
+    return chosen
 
 
 def _alternative(period: int, num_layers: int, removed: list[int]) -> str:

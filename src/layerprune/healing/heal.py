@@ -100,8 +100,9 @@ def _train_and_save(model, tokenizer, config: HealConfig, method, teacher, data,
     teacher = _teacher(model, config, teacher)
     data = data or load_healing_data(tokenizer, config.data, _example_budget(config.train))
     logger.warning("healing data: %d training examples, %d validation", len(data.train), len(data.validation or []))
+    layer_map = list(get_provenance(model).layer_map)
     trainable = method.prepare(model, config.method)
-    trainer = _build_trainer(trainable, tokenizer, config, data, teacher)
+    trainer = _build_trainer(trainable, tokenizer, config, data, teacher, layer_map)
     _check_sharding(trainer, method, config.method.name)
     for callback in callbacks or []:
         trainer.add_callback(callback)
@@ -201,7 +202,7 @@ def _resume_point(config: HealConfig) -> str | None:
 
 
 def _build_trainer(
-    model, tokenizer, config: HealConfig, data: HealingData, teacher: PreTrainedModel | None
+    model, tokenizer, config: HealConfig, data: HealingData, teacher: PreTrainedModel | None, layer_map: list[int]
 ) -> HealingTrainer:
     args = training_arguments(config.train, config.checkpoints(), data.validation is not None)
     args.max_steps = budget_steps(config.train, data.train, args.world_size)
@@ -216,6 +217,7 @@ def _build_trainer(
         loss_config=config.loss,
         teacher=teacher,
         prefix_cache=_prefix_cache(model, tokenizer, config, data),
+        layer_map=layer_map,
     )
 
 
@@ -227,8 +229,11 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 def _prefix_cache(model, tokenizer, config: HealConfig, data: HealingData) -> PrefixCache | None:
-    """A cache of the frozen prefix's output when there is one (partial with K < L and untied/frozen embeddings)."""
-    if not config.train.cache_prefix or not isinstance(model, PreTrainedModel):
+    """A cache of the frozen prefix's output when there is one (partial with K < L and untied/frozen embeddings).
+
+    Not for a loss that reads every layer's hidden state (kd+hidden): a replayed prefix has none.
+    """
+    if not config.train.cache_prefix or not isinstance(model, PreTrainedModel) or config.loss.reads_every_layer:
         return None
     start = frozen_prefix_length(model)
     if start == 0:

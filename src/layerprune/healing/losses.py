@@ -30,11 +30,13 @@ from layerprune.registry import Registry
 
 @strict_config
 class LossConfig:
-    """``temperature`` T of the distillation softmax; ``alpha`` weights ce in ``ce+kd``."""
+    """``temperature`` T of the distillation softmax; ``alpha`` weights ce in ``ce+kd``; ``hidden_weight`` β
+    weights the aligned hidden-state term of ``kd+hidden``."""
 
     name: str = "ce"
     temperature: Annotated[float, Field(gt=0)] = 1.0
     alpha: Annotated[float, Field(ge=0, le=1)] = 0.5
+    hidden_weight: Annotated[float, Field(ge=0)] = 1.0
 
     @property
     def needs_teacher(self) -> bool:
@@ -42,7 +44,12 @@ class LossConfig:
 
     @property
     def needs_hidden_states(self) -> bool:
-        return self.name == "mse"
+        return self.name in ("mse", "kd+hidden")
+
+    @property
+    def reads_every_layer(self) -> bool:
+        """Whether the loss reads every layer's hidden state (not only the last)."""
+        return self.name == "kd+hidden"
 
     @property
     def uses_head_input(self) -> bool:
@@ -56,12 +63,14 @@ class LossInputs:
 
     A student run inside :func:`~layerprune.models.head.head_skipped` has no logits but its head's
     input, ``student["head_input"]``; ``model`` is then the student, whose head ce applies in chunks.
+    ``layer_map[i]`` is the dense (teacher) index of the student's layer ``i`` (its provenance).
     """
 
     student: ModelOutput
     labels: torch.Tensor
     teacher: ModelOutput | None = None
     model: PreTrainedModel | None = None
+    layer_map: list[int] | None = None
 
     def teacher_outputs(self, loss: str) -> ModelOutput:
         if self.teacher is None:
@@ -130,3 +139,40 @@ def hidden_mse(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
     student = inputs.student.hidden_states[-1][keep]
     teacher = inputs.teacher_outputs("mse").hidden_states[-1][keep]
     return F.mse_loss(student.float(), teacher.float())
+
+
+def aligned_hidden_states(layer_map: list[int], teacher_layers: int) -> list[tuple[int, int]]:
+    """Pairs (student index, teacher index) into ``hidden_states`` that should agree after pruning.
+
+    ``hidden_states[k]`` is the input of layer ``k`` (the output of layer ``k − 1``), and the last
+    entry the final normed output. The student's layer ``j`` stands where the dense layer
+    ``layer_map[j]`` stood, so its input should be the dense model's input to that layer:
+    pairs ``(j, layer_map[j])`` for ``j = 1 … L' − 1``, plus the two final outputs ``(L', L)``.
+    For a deletion, the student's layer ``j − 1`` thus answers for the dense layer just before
+    ``layer_map[j]``, the last of the run it now replaces; a merged run counts as its first layer.
+    """
+    pairs = [(j, layer_map[j]) for j in range(1, len(layer_map))]
+    return [*pairs, (len(layer_map), teacher_layers)]
+
+
+@LOSSES.register("kd+hidden")
+def distillation_with_hidden_states(inputs: LossInputs, config: LossConfig) -> torch.Tensor:
+    """kd+hidden = kd + β · mean over aligned pairs (s, t) of ‖h_S[s] − h_T[t]‖² / ‖h_T[t]‖².
+
+    Distillation on logits plus the student's hidden states against the dense model's, aligned
+    through the layer map (:func:`aligned_hidden_states`), each as a normalised squared error
+    over the trained positions (``labels ≠ −100``) so that layers of different scale weigh
+    alike. Intermediate-state distillation after pruning as in Minitron (Muralidharan et al.,
+    2024, §3.4, "intermediate states") and Sheared-LLaMA's layer alignment; β is ``hidden_weight``.
+    """
+    teacher = inputs.teacher_outputs("kd+hidden")
+    if inputs.layer_map is None:
+        raise UserError("the kd+hidden loss needs the student's layer map (its layerprune provenance)")
+    keep = inputs.labels != IGNORE
+    student_states, teacher_states = inputs.student.hidden_states, teacher.hidden_states
+    errors = []
+    for s, t in aligned_hidden_states(inputs.layer_map, len(teacher_states) - 1):
+        target = teacher_states[t][keep].float()
+        difference = student_states[s][keep].float() - target
+        errors.append(difference.pow(2).sum() / target.pow(2).sum().clamp_min(1e-12))
+    return distillation(inputs, config) + config.hidden_weight * torch.stack(errors).mean()

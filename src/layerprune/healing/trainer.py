@@ -73,7 +73,7 @@ class TrainConfig:
 
 
 class HealingTrainer(Trainer):
-    """``Trainer`` with a loss of ``LOSSES`` (ce, kd, ce+kd, mse), an optional teacher and an optional prefix cache.
+    """``Trainer`` with a loss of ``LOSSES`` (ce, kd, ce+kd, kd+hidden, mse), an optional teacher and prefix cache.
 
     The loss receives the student's outputs (logits and, for ``mse``, hidden states), the
     labels and the teacher's outputs. A student that runs its own teacher (LLM-Streamline's
@@ -89,10 +89,12 @@ class HealingTrainer(Trainer):
         loss_config: LossConfig,
         teacher: PreTrainedModel | None = None,
         prefix_cache: PrefixCache | None = None,
+        layer_map: list[int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.loss_config = loss_config
+        self.layer_map = layer_map
         self.loss_function = LOSSES.get(loss_config.name)
         self.teacher = teacher.to(self.args.device) if teacher is not None else None
         self.prefix_cache = prefix_cache
@@ -108,7 +110,8 @@ class HealingTrainer(Trainer):
         student = self.student_outputs(model, inputs)
         teacher = self.teacher_outputs(inputs, student) if self.loss_config.needs_teacher else None
         unwrapped = self.accelerator.unwrap_model(model)
-        loss = self.loss_function(LossInputs(student, inputs["labels"], teacher, unwrapped), self.loss_config)
+        loss_inputs = LossInputs(student, inputs["labels"], teacher, unwrapped, self.layer_map)
+        loss = self.loss_function(loss_inputs, self.loss_config)
         return (loss, student) if return_outputs else loss
 
     def model_call(self, inputs: dict[str, torch.Tensor]) -> dict[str, Any]:

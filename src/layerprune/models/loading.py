@@ -242,12 +242,13 @@ def _load_hub(spec, dtype, device_map, trust_remote_code, allow_pickle):
 
 def _require_memory_to_dequantize(path: Path, cached: Path) -> None:
     """Dequantizing holds the whole model in float32 (peak RSS 1.6× that on Qwen2.5-0.5B): refuse if it won't fit."""
-    from gguf import GGUFReader
-    from layerprune.streaming.mode import require_bytes
+    from layerprune.streaming.mode import gguf_loaded_bytes, require_bytes
 
-    size = 4 * sum(int(tensor.n_elements) for tensor in GGUFReader(path).tensors)
-    hint = f"dequantize it once on a machine with more memory and copy its {cached.name} folder into {cached.parent}"
-    require_bytes(size, f"dequantizing {path} needs {{size}} of memory as float32", hint)
+    hint = (
+        "score and prune read it one layer at a time with --streaming, and prune --output X.gguf never dequantizes; "
+        f"or dequantize it once on a machine with more memory and copy its {cached.name} folder into {cached.parent}"
+    )
+    require_bytes(gguf_loaded_bytes(str(path)), f"dequantizing {path} needs {{size}} of memory as float32", hint)
 
 
 def _require_memory(directory: Path, dtype) -> None:

@@ -85,6 +85,9 @@ class SelectSection(Section):
 
     ``ratio`` R removes round(R·L) layers with halves rounded up. ``layers`` is a list of
     indices or a string such as ``"20-27"`` or ``"3,5,7-9"`` (ranges ascending, not empty).
+    ``whole_periods`` (with ``metric`` and ``output.format: gguf``): for a family whose attention
+    pattern llama.cpp derives from the layer index (every 6th layer global in gemma3, ...), remove
+    runs of whole periods, the metric ranking them (:func:`~layerprune.gguf.patterns.whole_periods`).
     """
 
     metric: str | None = None
@@ -99,6 +102,7 @@ class SelectSection(Section):
     layers: list[int] | None = None
     merge: MergeConfig | None = None
     replace: StreamlineConfig | None = None
+    whole_periods: bool = False
 
     @field_validator("metric")
     @classmethod
@@ -124,6 +128,8 @@ class SelectSection(Section):
             raise ValueError("with metric, give exactly one of num_layers or ratio")
         if self.metric is None and counts:
             raise ValueError(f"{counts[0]} goes with metric (merge and replace take their own)")
+        if self.whole_periods and self.metric is None:
+            raise ValueError("whole_periods lets the metric choose the periods: it goes with metric, not layers")
         if self.merge is not None:
             stops = [k for k in ("threshold", "num_layers", "ratio") if getattr(self.merge, k) is not None]
             if len(stops) != 1:
@@ -255,6 +261,8 @@ class Recipe(Section):
             raise ValueError("nothing makes the model smaller: give select, width and/or sparsify")
         if self.output.format == "gguf":
             _check_gguf_output(self)
+        elif self.select is not None and self.select.whole_periods:
+            raise ValueError("select.whole_periods applies to output.format gguf only (a directory keeps layer types)")
         if self.sparsify is not None and self.heal is not None:
             raise ValueError("heal would fill in the zeros that sparsify leaves (no masked healing): drop one of them")
         steps = self.heal.steps if self.heal else None

@@ -68,11 +68,13 @@ def select_layers(
     calibration: CalibrationConfig | CalibrationSet | None = None,
     scores: Scores | None = None,
     count: int | None = None,
+    period: int = 0,
 ) -> Selection:
     """The layers ``select`` removes: explicit ``layers``, or the first ``count`` (default k) by ``metric``.
 
     ``scores`` reuses a scoring run (it must hold ``select.metric``); otherwise the metric is
-    scored on ``calibration`` (default: :class:`CalibrationConfig`'s defaults).
+    scored on ``calibration`` (default: :class:`CalibrationConfig`'s defaults). With
+    ``select.whole_periods``, runs of ``period`` layers (llama.cpp's attention pattern) go instead.
     """
     if select.layers is not None:
         return Selection(list(select.layers), {"method": "manual"})
@@ -90,6 +92,11 @@ def select_layers(
         details["block_scores"] = chosen.blocks[count]
     if scores.calibration is not None:
         details["calibration"] = dataclasses.asdict(scores.calibration)
+    if select.whole_periods:
+        from layerprune.gguf.patterns import whole_period_removal
+
+        count_all = num_layers(model)
+        indices = whole_period_removal(indices, details, period, count_all, select.exclude_first, select.exclude_last)
     return Selection(indices, details)
 
 
@@ -99,8 +106,12 @@ def prune(
     select: SelectSection,
     calibration: CalibrationConfig = CalibrationConfig(),  # noqa: B008 (a frozen-by-convention default)
     scores: Scores | None = None,
+    period: int = 0,
 ) -> dict[str, Any]:
-    """Make ``model`` shallower in place as ``select`` says (metric, layers, merge or replace); return a summary."""
+    """Make ``model`` shallower in place as ``select`` says (metric, layers, merge or replace); return a summary.
+
+    ``period``: llama.cpp's attention period of the GGUF the model came from, for ``select.whole_periods``.
+    """
     before = (num_layers(model), sum(p.numel() for p in model.parameters()))
     if select.merge is not None:
         result = merge_model(model, load_calibration(tokenizer, calibration), _validated(select.merge, model))
@@ -115,7 +126,7 @@ def prune(
         summary = {"block": [result.first, result.last], "similarity": result.similarity, "losses": result.losses}
     else:
         source_map = get_provenance(model).layer_map
-        selection = select_layers(model, tokenizer, select, calibration, scores)
+        selection = select_layers(model, tokenizer, select, calibration, scores, period=period)
         remove_layers(model, selection.indices, **selection.details)
         summary = {"removed": selection.indices, "removed_source_layers": [source_map[i] for i in selection.indices]}
     summary.update(layers=[before[0], num_layers(model)], parameters=[before[1], _parameters(model)])
@@ -331,11 +342,21 @@ class Select(Stage):
         steps = recipe.heal.steps if recipe.heal else None
         if steps:
             select = with_count(select, steps[0])
-        summary = prune(model, tokenizer, select, recipe.calibration, scores)
+        summary = prune(model, tokenizer, select, recipe.calibration, scores, _gguf_period(recipe))
         if recipe.output.format == "gguf":
             return {**summary, "gguf": _save_gguf(model, tokenizer, context, summary["removed"])}
         _save(model, tokenizer, context, recipe.output.dtype)
         return summary
+
+
+def _gguf_period(recipe: Recipe) -> int:
+    """llama.cpp's attention period of the source GGUF when the selection keeps whole periods, else 0."""
+    if recipe.output.format != "gguf" or not recipe.select.whole_periods:
+        return 0
+    from layerprune.gguf.files import check_gguf
+    from layerprune.gguf.surgery import file_pattern, gguf_source
+
+    return file_pattern(check_gguf(gguf_source(recipe.model.spec))).period
 
 
 def _save_gguf(model, tokenizer, context: StageContext, removed: list[int]) -> dict[str, Any]:

@@ -47,17 +47,35 @@ def loaded_bytes(directory: Path, dtype: torch.dtype | str | None = None) -> int
     return total
 
 
-def choose_streaming(spec: str, requested: bool | None, dtype: torch.dtype | str | None = None) -> tuple[bool, str]:
-    """(stream?, why): ``requested`` True/False decides; ``None`` streams a local checkpoint larger than the memory.
+def gguf_loaded_bytes(spec: str) -> int | None:
+    """Bytes of a GGUF's tensors dequantized to float32 (4 per element); ``None`` if ``spec`` names no GGUF file.
 
-    The size is the weights' in ``dtype`` (:func:`loaded_bytes`).
+    ``spec`` is ``default`` (the embedded model) or a path ending in ``.gguf``. Only the header is read.
+    """
+    from layerprune.gguf.files import check_gguf
+    from layerprune.models.loading import DEFAULT_SPEC, default_gguf_path, expand_spec
+
+    spec = expand_spec(spec)
+    path = default_gguf_path() if spec == DEFAULT_SPEC else Path(spec)
+    if path.suffix != ".gguf" or not path.is_file():
+        return None
+    return 4 * sum(int(tensor.n_elements) for tensor in check_gguf(path).tensors)
+
+
+def choose_streaming(spec: str, requested: bool | None, dtype: torch.dtype | str | None = None) -> tuple[bool, str]:
+    """(stream?, why): ``requested`` True/False decides; ``None`` streams a local model larger than the memory.
+
+    The size is the weights' in ``dtype`` for a safetensors checkpoint (:func:`loaded_bytes`),
+    and their float32 size for a GGUF file, which is dequantized to float32 (:func:`gguf_loaded_bytes`).
     """
     if requested is not None:
         return requested, "--streaming" if requested else "--no-streaming"
     directory = Path(spec)
-    size = loaded_bytes(directory, dtype) if directory.is_dir() else None
+    size = loaded_bytes(directory, dtype) if directory.is_dir() else gguf_loaded_bytes(spec)
     if size is None:
-        return False, f"{spec} is not a local safetensors checkpoint ({SINGLE_FILE} or shards with {INDEX_FILE})"
+        return False, (
+            f"{spec} is not a local safetensors checkpoint ({SINGLE_FILE} or shards with {INDEX_FILE}) or GGUF file"
+        )
     free = available_memory()
     verdict = "is larger than" if size > free else "fits in"
     return size > free, f"the model ({size / GIB:.2f} GiB) {verdict} the available memory ({free / GIB:.2f} GiB)"

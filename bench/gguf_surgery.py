@@ -1,6 +1,6 @@
 """Benchmark: direct GGUF surgery of the embedded SmolLM2-135M Q4_1 GGUF (8 of 30 layers removed).
 
-    PYTHONPATH=src python bench/gguf.py
+    PYTHONPATH=src python bench/gguf_surgery.py
 
 Prints, side by side:
 
