@@ -112,3 +112,19 @@ def test_qlora_on_cpu_is_a_clear_error() -> None:
 def test_unknown_method_suggests_the_closest() -> None:
     with pytest.raises(UserError, match="'lora'"):
         METHODS.get("lorra")
+
+
+def test_lora_head_trains_the_untied_head_in_full_and_merges_it(tmp_path) -> None:
+    with pytest.raises(UserError, match="add untie"):
+        prepare(tiny_model("llama", tie_word_embeddings=True), name="lora", lora_head=True)
+    model = prepare(tiny_model("llama", tie_word_embeddings=True), name="lora", lora_head=True, untie=True)
+    head = [n for n in trainable_parameter_names(model) if "lora_" not in n]
+    assert len(head) == 1 and "lm_head" in head[0] and "modules_to_save" in head[0]
+    with torch.no_grad():
+        dict(model.named_parameters())[head[0]].add_(0.5)
+    model.eval()
+    ids = token_batch()
+    trained = model(input_ids=ids).logits
+    merged = METHODS.get("lora")().finish(model, tmp_path)
+    torch.testing.assert_close(merged(input_ids=ids).logits, trained, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(merged.lm_head.weight, merged.model.embed_tokens.weight)

@@ -52,6 +52,7 @@ def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lora-r", type=int, default=method.lora_r)
     group.add_argument("--lora-alpha", type=int, default=method.lora_alpha)
     group.add_argument("--lora-dropout", type=float, default=method.lora_dropout)
+    group.add_argument("--lora-head", action="store_true", help="lora: also train the (untied) LM head in full")
     group = parser.add_argument_group("loss")
     group.add_argument("--loss", default=loss.name, help=f"one of {', '.join(LOSSES.names())}")
     group.add_argument("--teacher", default="source", help="kd teacher: model spec or 'source' (the dense model)")
@@ -95,7 +96,13 @@ def heal_config_from_arguments(args: argparse.Namespace, output: str) -> HealCon
     return HealConfig(
         output=output,
         method=MethodConfig(
-            args.heal_method, args.train_layers, args.untie, args.lora_r, args.lora_alpha, args.lora_dropout
+            args.heal_method,
+            args.train_layers,
+            args.untie,
+            args.lora_r,
+            args.lora_alpha,
+            args.lora_dropout,
+            args.lora_head,
         ),
         loss=LossConfig(args.loss, args.temperature, args.alpha, args.hidden_weight),
         data=DataConfig(

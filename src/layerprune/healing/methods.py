@@ -33,7 +33,11 @@ logger = logging.getLogger(__name__)
 
 @strict_config
 class MethodConfig:
-    """Defaults follow the paper: LoRA r=8, α=16, dropout 0.05 on all attention and MLP projections; K=3."""
+    """Defaults follow the paper: LoRA r=8, α=16, dropout 0.05 on all attention and MLP projections; K=3.
+
+    ``lora_head``: LoRA also trains the LM head in full (peft's ``modules_to_save``), as ``partial``
+    does; a tied head needs ``untie`` (else the input embeddings would change with it).
+    """
 
     name: str = "partial"
     train_layers: Annotated[int, Field(ge=0)] = 3
@@ -41,6 +45,7 @@ class MethodConfig:
     lora_r: Annotated[int, Field(ge=1)] = 8
     lora_alpha: Annotated[int, Field(ge=1)] = 16
     lora_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    lora_head: bool = False
 
 
 class HealingMethod:
@@ -100,11 +105,15 @@ class Lora(HealingMethod):
         from peft import LoraConfig, get_peft_model
 
         maybe_untie(model, config)
+        arch = get_architecture(model)
+        if config.lora_head and is_tied(model):
+            raise UserError("lora_head trains the LM head, which is tied to the input embeddings: add untie")
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
             lora_dropout=config.lora_dropout,
-            target_modules=list(get_architecture(model).lora_targets),
+            target_modules=list(arch.lora_targets),
+            modules_to_save=[arch.lm_head] if config.lora_head else None,
             task_type="CAUSAL_LM",
         )
         try:
