@@ -45,3 +45,21 @@ def test_streaming_reads_the_gguf_itself_and_scores_as_the_fp32_cache(tmp_path):
     cached = stream_score(str(tmp_path / "fp32"), ["bi", "ppl"], calibration)
     for metric in ("bi", "ppl"):
         assert direct.get(metric).scores == cached.get(metric).scores
+
+
+def test_chunked_dequantization_equals_gguf_whole_tensor(tmp_path):
+    """A few rows at a time (chunks of 64 elements) gives gguf.dequantize's array exactly, for every type."""
+    import numpy as np
+    from gguf import dequantize
+
+    from layerprune.gguf.cache import dequantized
+    from layerprune.gguf.files import check_gguf
+
+    reader = check_gguf(write_tiny_gguf(tmp_path / "qwen2.gguf", "qwen2", 2))
+    types = set()
+    for tensor in reader.tensors:
+        chunked = dequantized(tensor, chunk_elements=64)
+        assert chunked.dtype == np.float32
+        np.testing.assert_array_equal(chunked, dequantize(tensor.data, tensor.tensor_type))
+        types.add(tensor.tensor_type.name)
+    assert {"Q4_K", "Q6_K", "Q5_0", "F32"} <= types
