@@ -68,3 +68,22 @@ def test_exported_merged_model_decodes_in_llama_cpp_as_the_saved_directory_in_tr
     comparison = compare_greedy(model, prompts, run)
     print(f"exported: matched steps {comparison.matched}, ties {comparison.ties}")
     assert comparison.mismatches == []
+
+
+def test_exported_healed_model_decodes_in_llama_cpp_as_the_saved_directory_in_transformers(tmp_path):
+    """One partial healing step (untied head) changes the weights; the F32 export decodes as the saved directory."""
+    from layerprune.cli import main
+
+    saved = tmp_path / "healed"
+    assert main(["heal", "--model", "default", "--untie", "--max-steps", "1", "--train-batch-size", "1",
+                 "--heal-seq-len", "64", "--max-examples", "8", "--validation-size", "0", "--lr", "1e-3",
+                 "--output", str(saved), "--export", "gguf:f32"]) == 0  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(saved), dtype=torch.float32).eval()
+    assert not model.config.tie_word_embeddings
+    assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)  # the step changed the head
+    prompts = [AutoTokenizer.from_pretrained(str(saved))(text).input_ids for text in PROMPTS]
+    run = llamacpp_generate(saved / "model-f32.gguf", prompts, n_predict=16)
+    assert run.n_layer == 30
+    comparison = compare_greedy(model, prompts, run)
+    print(f"exported healed: matched steps {comparison.matched}, ties {comparison.ties}")
+    assert comparison.mismatches == []
