@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from gguf import GGUFReader, dequantize
 from transformers import AutoModelForCausalLM
 
-from gguf import GGUFReader, dequantize
 from gguf_files import Q, write_tiny_gguf
 from layerprune.errors import UserError
 from layerprune.gguf.files import check_gguf

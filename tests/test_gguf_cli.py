@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from gguf import GGUFReader
+
 from gguf_files import write_tiny_gguf
 from layerprune.cli import main
 from layerprune.metrics import LayerScores, Scores

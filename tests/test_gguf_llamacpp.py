@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from gguf import GGUFReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from gguf import GGUFReader
 from gguf_files import float32_copy
 from layerprune.gguf.llamacpp import compare_greedy, llamacpp_generate
 from layerprune.gguf.surgery import remove_gguf_layers

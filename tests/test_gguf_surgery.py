@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from gguf import GGUFReader
 from transformers import AutoModelForCausalLM
 
-from gguf import GGUFReader
 from gguf_files import write_tiny_gguf
 from layerprune.errors import UserError
 from layerprune.gguf.patterns import AttentionPattern, attention_pattern, check_removal, whole_periods

@@ -153,6 +153,7 @@ def _kept_tensors(reader, plan: GgufPlan) -> list[tuple[str, Any]]:
 def _provenance(reader, source: Path, plan: GgufPlan, details: dict[str, Any]) -> dict[str, tuple]:
     """``layerprune.*`` keys: the first dense source (kept through repeated surgery) and this step."""
     from gguf import GGUFValueType as T
+
     from layerprune.provenance import package_versions
 
     source_sha = field_value(reader, PREFIX + "source_sha256") or file_sha256(source)
