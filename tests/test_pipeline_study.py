@@ -65,8 +65,10 @@ def test_every_shipped_study_passes_dry_run(name, tmp_path, monkeypatch, capsys)
 
 
 def test_shipped_benchmark_studies_have_their_cells() -> None:
-    """The studies that replaced bench/: 2 selections; 2 selections × 2 methods × 3 losses; 9 merge/delete."""
-    assert [len(load_study(name)[1]) for name in ("evaluation", "healing", "merging")] == [2, 12, 9]
+    """The studies that replaced bench/: 2 selections; 2 selections × 2 methods × 3 losses; 9 merge/delete;
+    best-recipe: 3 losses × 2 methods × 2 learning rates."""
+    names = ("evaluation", "healing", "merging", "best-recipe")
+    assert [len(load_study(name)[1]) for name in names] == [2, 12, 9, 12]
 
 
 def test_a_grid_key_that_does_not_exist_exits_2(workspace, capsys) -> None:
@@ -89,6 +91,24 @@ def test_two_by_two_study_writes_four_rows_and_plots(workspace) -> None:
     for figure in ("quality.png", "cost.png", "layers.png"):
         assert (workspace / "out" / figure).stat().st_size > 0, figure
     assert "quality.png" in (workspace / "out" / "results.md").read_text()
+
+
+def test_an_interrupted_study_leaves_the_table_of_its_finished_cells(workspace, monkeypatch) -> None:
+    study_module = importlib.import_module("layerprune.pipeline.study")
+    real_run, calls = study_module.run_recipe, []
+
+    def run_then_interrupt(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "run_recipe", run_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(_study(workspace, {"select.metric": ["bi", "reverse-order"]}), workspace / "out")
+    with (workspace / "out" / "results.csv").open() as handle:
+        assert [row["select.metric"] for row in csv.DictReader(handle)] == ["bi"]
+    assert "(1 of 2 cells so far)" in (workspace / "out" / "results.md").read_text()
 
 
 def test_set_changes_every_cell_and_a_misspelled_key_exits_2(workspace, capsys) -> None:

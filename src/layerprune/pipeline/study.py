@@ -175,21 +175,28 @@ def run_study(
             shutil.rmtree(output)
         if output.exists() and not (output / "cache").is_dir() and any(output.iterdir()):
             raise UserError(f"output {output} exists and is not a layerprune study")
-        rows = _run_cells(cells, output)
-        write_rows(output / "results.csv", rows)
-        write_study_report(output, rows, study.get("description") or f"study {source}")
+        rows = _run_cells(cells, output, study.get("description") or f"study {source}")
     return rows
 
 
-def _run_cells(cells: list[Cell], output: Path) -> list[dict[str, Any]]:
-    """Each cell into ``<output>/cells/<cell>``, sharing ``<output>/cache``; the rows of results.csv."""
+def _run_cells(cells: list[Cell], output: Path, description: str) -> list[dict[str, Any]]:
+    """Each cell into ``<output>/cells/<cell>``, sharing ``<output>/cache``; the rows of results.csv.
+
+    ``results.csv`` and the report are rewritten after every cell, so an interrupted study
+    (which resumes when run again) leaves the table of the cells it finished.
+    """
     store = CacheStore(output / "cache")
     metrics = _print_cells(cells, store)
+    rows = []
     for index, cell in enumerate(cells, start=1):
         console.rule(f"[bold]cell {index}/{len(cells)}: {cell.name}")
         extra = metrics.get(_score_fingerprint(cell, store), [])
         run_recipe(cell.recipe, output / "cells" / cell.name, store=store, extra_metrics=extra)
-    return [_row(cell, output / "cells" / cell.name) for cell in cells]
+        rows.append(_row(cell, output / "cells" / cell.name))
+        write_rows(output / "results.csv", rows)
+        done = "" if index == len(cells) else f" ({index} of {len(cells)} cells so far)"
+        write_study_report(output, rows, description + done)
+    return rows
 
 
 def _score_fingerprint(cell: Cell, store: CacheStore) -> str | None:
