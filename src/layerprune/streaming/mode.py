@@ -53,12 +53,13 @@ def gguf_loaded_bytes(spec: str) -> int | None:
     ``spec`` is ``default`` (the embedded model) or a path ending in ``.gguf``. Only the header is read.
     """
     from layerprune.gguf.files import check_gguf
-    from layerprune.models.loading import DEFAULT_SPEC, default_gguf_path, expand_spec
+    from layerprune.models.loading import DEFAULT_SPEC, check_model_spec, default_gguf_path, expand_spec
 
     spec = expand_spec(spec)
     path = default_gguf_path() if spec == DEFAULT_SPEC else Path(spec)
     if path.suffix != ".gguf" or not path.is_file():
         return None
+    check_model_spec(str(path))  # a file that is no GGUF fails as loading it would
     return 4 * sum(int(tensor.n_elements) for tensor in check_gguf(path).tensors)
 
 
