@@ -77,7 +77,7 @@ def test_exported_healed_model_decodes_in_llama_cpp_as_the_saved_directory_in_tr
     saved = tmp_path / "healed"
     assert main(["heal", "--model", "default", "--untie", "--max-steps", "1", "--train-batch-size", "1",
                  "--heal-seq-len", "64", "--max-examples", "8", "--validation-size", "0", "--lr", "1e-3",
-                 "--output", str(saved), "--export", "gguf:f32"]) == 0  # fmt: skip
+                 "--warmup", "0", "--output", str(saved), "--export", "gguf:f32"]) == 0  # fmt: skip
     model = AutoModelForCausalLM.from_pretrained(str(saved), dtype=torch.float32).eval()
     assert not model.config.tie_word_embeddings
     assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)  # the step changed the head
