@@ -61,13 +61,19 @@ def test_exported_merged_model_decodes_in_llama_cpp_as_the_saved_directory_in_tr
     saved = tmp_path / "merged"
     assert main(["merge", "--groups", "20-23,24-27", "--merge-op", "mean", "--output", str(saved),
                  "--export", "gguf:f32"]) == 0  # fmt: skip
+    _check_export(saved, 24)
+
+
+def _check_export(saved, layers: int):
+    """llama.cpp loads ``saved/model-f32.gguf`` with ``layers`` blocks and decodes as transformers on ``saved``."""
     model = AutoModelForCausalLM.from_pretrained(str(saved), dtype=torch.float32).eval()
     prompts = [AutoTokenizer.from_pretrained(str(saved))(text).input_ids for text in PROMPTS]
     run = llamacpp_generate(saved / "model-f32.gguf", prompts, n_predict=16)
-    assert run.n_layer == 24
+    assert run.n_layer == layers
     comparison = compare_greedy(model, prompts, run)
-    print(f"exported: matched steps {comparison.matched}, ties {comparison.ties}")
+    print(f"exported {saved.name}: matched steps {comparison.matched}, ties {comparison.ties}")
     assert comparison.mismatches == []
+    return model
 
 
 def test_exported_healed_model_decodes_in_llama_cpp_as_the_saved_directory_in_transformers(tmp_path):
@@ -78,12 +84,6 @@ def test_exported_healed_model_decodes_in_llama_cpp_as_the_saved_directory_in_tr
     assert main(["heal", "--model", "default", "--untie", "--max-steps", "1", "--train-batch-size", "1",
                  "--heal-seq-len", "64", "--max-examples", "8", "--validation-size", "0", "--lr", "1e-3",
                  "--warmup", "0", "--output", str(saved), "--export", "gguf:f32"]) == 0  # fmt: skip
-    model = AutoModelForCausalLM.from_pretrained(str(saved), dtype=torch.float32).eval()
+    model = _check_export(saved, 30)
     assert not model.config.tie_word_embeddings
     assert not torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)  # the step changed the head
-    prompts = [AutoTokenizer.from_pretrained(str(saved))(text).input_ids for text in PROMPTS]
-    run = llamacpp_generate(saved / "model-f32.gguf", prompts, n_predict=16)
-    assert run.n_layer == 30
-    comparison = compare_greedy(model, prompts, run)
-    print(f"exported healed: matched steps {comparison.matched}, ties {comparison.ties}")
-    assert comparison.mismatches == []
