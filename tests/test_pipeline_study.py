@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import importlib
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ import yaml
 
 from layerprune.cli import main
 from layerprune.pipeline.recipe import shipped_names
-from layerprune.pipeline.study import load_study, run_study
+from layerprune.pipeline.study import load_study, row_of, run_study
+from layerprune.report import write_study_report
 from pipeline_support import tiny_recipe, tiny_workspace
 
 run_module = importlib.import_module("layerprune.pipeline.run")
@@ -129,3 +131,33 @@ def test_overwrite_starts_from_an_empty_study_directory(workspace, monkeypatch) 
     monkeypatch.setattr("layerprune.pipeline.study.write_study_report", lambda *a, **k: None)
     run_study(_study(workspace, {"select.metric": ["bi"]}), output, overwrite=True)
     assert not (output / "cache" / "stale-0").exists()
+
+
+def _evaluation(ppl: float, arc: float, arc_stderr: float) -> dict:
+    return {
+        "num_layers": 18,
+        "removed_layers": [1, 2],
+        "perplexity": {"wikitext2": {"ppl": ppl}},
+        "tasks": {"arc_easy": {"acc": arc, "acc_stderr": arc_stderr, "acc_norm": 0.1}},
+        "suites": {},
+    }
+
+
+def test_a_study_row_carries_task_accuracy_and_its_stderr_into_table_and_figure(tmp_path) -> None:
+    cells = load_study("reassessing")[1][:2]
+    rows = []
+    for cell, (ppl, arc) in zip(cells, [(181.7, 0.365), (989.2, 0.275)], strict=True):
+        directory = tmp_path / cell.name
+        directory.mkdir()
+        results = {"final": _evaluation(ppl, arc, 0.0341), "dense": _evaluation(55.38, 0.47, 0.0354)}
+        (directory / "results.json").write_text(json.dumps(results))
+        rows.append(row_of(cell, directory))
+    assert (rows[0]["final_arc_easy"], rows[0]["final_arc_easy_stderr"], rows[0]["dense_arc_easy"]) == (
+        0.365, 0.0341, 0.47
+    )  # fmt: skip
+    assert rows[1]["final_ppl_wikitext2"] == 989.2
+    text = write_study_report(tmp_path, rows, "two cells").read_text()
+    header = text.splitlines()[2]
+    assert "final_arc_easy" in header and "stderr" not in header
+    assert "| 0.365 ± 0.034 |" in text and "| 0.47 ± 0.035 |" in text
+    assert (tmp_path / "final.png").stat().st_size > 0 and "(final.png)" in text

@@ -239,7 +239,12 @@ def write_study_report(directory: Path, rows: list[dict[str, Any]], title: str) 
     if quality:
         _plot_quality(rows, quality, directory / "quality.png")
         _plot_cost(rows, quality, directory / "cost.png")
-        figures += ["![quality against layers removed](quality.png)", "![cost against quality](cost.png)"]
+        _plot_final(rows, directory / "final.png")
+        figures += [
+            "![quality against layers removed](quality.png)",
+            "![cost against quality](cost.png)",
+            "![each cell's final quality, ± its standard error, dense dashed](final.png)",
+        ]
         if any(row.get(quality.replace("final_", "unhealed_")) is not None for row in rows):
             _plot_healing(rows, quality, directory / "healing.png")
             figures.append("![before and after healing](healing.png)")
@@ -251,18 +256,58 @@ def write_study_report(directory: Path, rows: list[dict[str, Any]], title: str) 
 
 
 def _quality_column(rows: list[dict[str, Any]]) -> str | None:
-    columns = [key for row in rows for key in row if key.startswith("final_")]
+    columns = _final_columns(rows)
     preferred = [c for c in columns if "_ppl_" in c] or columns
     return preferred[0] if preferred else None
 
 
+_STDERR = "_stderr"
+
+
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
-    columns = [c for c in dict.fromkeys(k for row in rows for k in row) if c != "removed_layers"]
+    """One line per row; a column with a ``<column>_stderr`` companion is shown as ``value ± stderr``."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    columns = [c for c in keys if c != "removed_layers" and not (c.endswith(_STDERR) and c[: -len(_STDERR)] in keys)]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"{v:.4g}" if isinstance(v, float) else ("–" if v is None else str(v)) for v in map(row.get, columns)]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_table_cell(row, column) for column in columns) + " |")
     return "\n".join(lines)
+
+
+def _table_cell(row: dict[str, Any], column: str) -> str:
+    value, stderr = row.get(column), row.get(column + _STDERR)
+    if value is None:
+        return "–"
+    text = f"{value:.4g}" if isinstance(value, float) else str(value)
+    return f"{text} ± {stderr:.2g}" if isinstance(stderr, float) else text
+
+
+def _final_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The after-healing quality columns (perplexities, task accuracies, suite averages), without stderrs."""
+    keys = dict.fromkeys(k for row in rows for k in row)
+    return [k for k in keys if k.startswith("final_") and not k.endswith(_STDERR)]
+
+
+def _plot_final(rows: list[dict[str, Any]], path: Path) -> None:
+    """One panel per final quality column: a bar per cell with its standard error, the dense model dashed."""
+    columns = _final_columns(rows)
+    figure, panels = plt.subplots(1, len(columns), figsize=(max(6, 0.45 * len(rows) * len(columns)), 4.5))
+    positions = list(range(len(rows)))
+    for axes, column in zip(panels if len(columns) > 1 else [panels], columns, strict=True):
+        values = [row.get(column) or float("nan") for row in rows]
+        errors = [row.get(column + _STDERR) or 0.0 for row in rows]
+        axes.bar(positions, values, yerr=errors, capsize=2)
+        dense = next((row[key] for row in rows if (key := column.replace("final_", "dense_", 1)) in row), None)
+        if dense is not None:
+            axes.axhline(dense, linestyle="--", color="black", label=f"dense {dense:.4g}")
+            axes.legend(fontsize="x-small")
+        axes.set_xticks(positions, [row["cell"] for row in rows], rotation=70, ha="right", fontsize="x-small")
+        axes.set_title(column.removeprefix("final_"), fontsize="small")
+        if "_ppl_" in column:
+            axes.set_yscale("log")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def _series(row: dict[str, Any]) -> str:

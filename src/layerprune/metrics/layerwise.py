@@ -120,7 +120,8 @@ class LayerwisePass:
                 self._layer(store, j, removed, candidates, keep_states)
             for b in range(len(self.batches)) if keep_states else ():
                 fold(b, self._states(store, b))
-            return {i: self._mean_nll(store, i) for i in candidates}
+            heads = tqdm(candidates, desc=f"{description}: final norm + head", disable=not self.progress)
+            return {i: self._mean_nll(store, i) for i in heads}
         finally:
             store.close()
 

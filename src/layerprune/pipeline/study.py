@@ -192,7 +192,7 @@ def _run_cells(cells: list[Cell], output: Path, description: str) -> list[dict[s
         console.rule(f"[bold]cell {index}/{len(cells)}: {cell.name}")
         extra = metrics.get(_score_fingerprint(cell, store), [])
         run_recipe(cell.recipe, output / "cells" / cell.name, store=store, extra_metrics=extra)
-        rows.append(_row(cell, output / "cells" / cell.name))
+        rows.append(row_of(cell, output / "cells" / cell.name))
         write_rows(output / "results.csv", rows)
         done = "" if index == len(cells) else f" ({index} of {len(cells)} cells so far)"
         write_study_report(output, rows, description + done)
@@ -226,8 +226,11 @@ def _print_cells(cells: list[Cell], store: CacheStore) -> dict[str, list[str]]:
     return metrics
 
 
-def _row(cell: Cell, directory: Path) -> dict[str, Any]:
-    """One results.csv row: the grid values, what was removed, quality before/after, cost."""
+def row_of(cell: Cell, directory: Path) -> dict[str, Any]:
+    """One results.csv row: the grid values, what was removed, quality before/after, cost.
+
+    Quality: each perplexity, each task's ``acc`` with its ``acc_stderr`` (lm-eval's), each suite average.
+    """
     results = read_json(directory / "results.json") or {}
     final, dense = results.get("final") or {}, results.get("dense") or {}
     unhealed = results.get("unhealed") or {}
@@ -243,6 +246,9 @@ def _row(cell: Cell, directory: Path) -> dict[str, Any]:
     for label, source in (("dense", dense), ("unhealed", unhealed), ("final", final)):
         for name, value in (source.get("perplexity") or {}).items():
             row[f"{label}_ppl_{name}"] = round(value["ppl"], 4)
+        for task, metrics in (source.get("tasks") or {}).items():
+            row[f"{label}_{task}"] = metrics.get("acc")
+            row[f"{label}_{task}_stderr"] = metrics.get("acc_stderr")
         for name, value in (source.get("suites") or {}).items():
             row[f"{label}_{name}"] = value.get("value")
     row["heal_tokens"] = heal.get("tokens_seen") if "tokens_seen" in heal else None
