@@ -68,9 +68,9 @@ def test_every_shipped_study_passes_dry_run(name, tmp_path, monkeypatch, capsys)
 
 def test_shipped_benchmark_studies_have_their_cells() -> None:
     """The studies that replaced bench/: 2 selections; 2 selections × 2 methods × 3 losses; 9 merge/delete;
-    best-recipe: 3 losses × 2 methods × 2 learning rates."""
-    names = ("evaluation", "healing", "merging", "best-recipe")
-    assert [len(load_study(name)[1]) for name in names] == [2, 12, 9, 12]
+    best-recipe: 3 losses × 2 methods × 2 learning rates; its selection lever: 3 selections on each model."""
+    names = ("evaluation", "healing", "merging", "best-recipe", "best-recipe-selection", "best-recipe-qwen")
+    assert [len(load_study(name)[1]) for name in names] == [2, 12, 9, 12, 3, 3]
 
 
 def test_a_grid_key_that_does_not_exist_exits_2(workspace, capsys) -> None:

@@ -296,7 +296,7 @@ def _plot_final(rows: list[dict[str, Any]], path: Path) -> None:
     for axes, column in zip(panels if len(columns) > 1 else [panels], columns, strict=True):
         values = [row.get(column) or float("nan") for row in rows]
         errors = [row.get(column + _STDERR) or 0.0 for row in rows]
-        axes.bar(positions, values, yerr=errors, capsize=2)
+        axes.bar(positions, values, yerr=errors if any(errors) else None, capsize=2)
         dense = next((row[key] for row in rows if (key := column.replace("final_", "dense_", 1)) in row), None)
         if dense is not None:
             axes.axhline(dense, linestyle="--", color="black", label=f"dense {dense:.4g}")
