@@ -30,6 +30,8 @@ from layerprune.evaluation.results import read_results, summary_rows
 from layerprune.records import read_json
 from layerprune.saving import atomic_directory, atomic_write_text
 
+_STDERR = "_stderr"  # a study column's standard error: ``<column>_stderr``
+
 
 def write_report(
     output_dir: str | Path,
@@ -261,9 +263,6 @@ def _quality_column(rows: list[dict[str, Any]]) -> str | None:
     return preferred[0] if preferred else None
 
 
-_STDERR = "_stderr"
-
-
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
     """One line per row; a column with a ``<column>_stderr`` companion is shown as ``value ± stderr``."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
@@ -294,7 +293,7 @@ def _plot_final(rows: list[dict[str, Any]], path: Path) -> None:
     figure, panels = plt.subplots(1, len(columns), figsize=(max(6, 0.45 * len(rows) * len(columns)), 4.5))
     positions = list(range(len(rows)))
     for axes, column in zip(panels if len(columns) > 1 else [panels], columns, strict=True):
-        values = [row.get(column) or float("nan") for row in rows]
+        values = [float("nan") if row.get(column) is None else row[column] for row in rows]
         errors = [row.get(column + _STDERR) or 0.0 for row in rows]
         axes.bar(positions, values, yerr=errors if any(errors) else None, capsize=2)
         dense = next((row[key] for row in rows if (key := column.replace("final_", "dense_", 1)) in row), None)
